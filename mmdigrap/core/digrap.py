@@ -1,0 +1,192 @@
+"""DiGraP: Directional Gradient Projection, the math (pure PyTorch, no mmengine).
+
+Huang et al., "Directional Gradient Projection for Robust Fine-Tuning of Foundation Models",
+ICLR 2025, arXiv 2502.15895, Algorithm 1 (Eqs. 3-8); the exact update we implement is
+``shared/design/digrap_spec.md`` section 1.10.
+
+For every parameter tensor ``p`` (shape ``S``) with gradient ``g`` and anchor ``theta0``:
+
+    d      = p - theta0                         (offset; anchor='zero': d = p)
+    s      = <g, d>,  q = ||d||^2               (whole-tensor float32 reductions)
+    P_t    = s / (q + 1e-8) * d                 (component of g along d, Eq. 3)
+    h_t    = Norm(g_t, P_{t-1})                 (hyper-gradient of omega, Eq. 8)
+    omega  = clip(omega - mu * Adam(h_t), 0, omega_max)   (global step counter T)
+    g'     = g - omega * P_t   if s < 0 else g  (Eqs. 4, 6, 7: project only on conflict)
+
+Equivalently g' = g + lambda_t * d with lambda_t = omega * max(0, -s) / (q + 1e-8), an adaptive,
+selective, per-layer L2-SP coefficient (spec section 2).
+
+Everything here is batched over a list of N tensors: scalar quantities live in float32 vectors
+of shape (N,), the elementwise work uses ``torch._foreach_*`` kernels, and there is no host
+synchronisation (no ``.item()``, no Python branch on a tensor value).
+"""
+from typing import List, NamedTuple, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    'HYPERGRAD_NORMS', 'PROJ_EPS', 'NORM_EPS', 'batched_dot', 'hypergradient',
+    'omega_adam_update', 'DiGraPStepResult', 'digrap_project_'
+]
+
+#: Valid values of ``hypergrad_norm``: 'row' = the authors' row-wise L2 normalisation
+#: (``F.normalize(dim=1)``, whole-tensor cosine for tensors with < 2 dims); 'tensor' =
+#: whole-tensor cosine similarity. Spec section 1.5.
+HYPERGRAD_NORMS = ('row', 'tensor')
+#: Added to ||d||^2 in the projection denominator (authors' code, spec 1.1).
+PROJ_EPS = 1e-8
+#: Floor of each norm inside the normalisation (``F.normalize`` default, spec 5.3).
+NORM_EPS = 1e-12
+
+
+def batched_dot(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> Tensor:
+    """Whole-tensor inner products ``<x_i, y_i>`` of two tensor lists.
+
+    Args:
+        xs, ys: N pairs of float32 tensors of equal shapes (any rank).
+
+    Returns:
+        Tensor of shape (N,), float32, on the device of ``xs[0]``. No host sync.
+    """
+    return torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys)])
+
+
+def _tensor_cosine(g: Tensor, p: Tensor) -> Tensor:
+    """<g, p> / (max(||g||, eps) * max(||p||, eps)) over all entries; 0-d float32."""
+    g, p = g.reshape(-1), p.reshape(-1)
+    return torch.dot(g, p) / (g.norm().clamp_min(NORM_EPS) * p.norm().clamp_min(NORM_EPS))
+
+
+def _row_cosine_sum(g: Tensor, p: Tensor) -> Tensor:
+    """sum(F.normalize(g, dim=1) * F.normalize(p, dim=1)), the authors' hyper-gradient.
+
+    For a 2-D weight [out, in] this is the sum over rows of the row cosines (range
+    [-out, out]); for a conv kernel [o, i, kh, kw] the cosines are over the in-channels at
+    each (o, kh, kw). Tensors with fewer than 2 dims use the whole-tensor cosine (the authors'
+    code crashes there, spec 1.5). Returns a 0-d float32 tensor.
+    """
+    if g.dim() < 2:
+        return _tensor_cosine(g, p)
+    num = (g * p).sum(1)
+    den = g.norm(dim=1).clamp_min(NORM_EPS) * p.norm(dim=1).clamp_min(NORM_EPS)
+    return (num / den).sum()
+
+
+def hypergradient(grads: Sequence[Tensor], prev_proj: Sequence[Tensor],
+                  norm: str = 'row') -> Tensor:
+    """Normalised hyper-gradient of omega, ``h_t = Norm(g_t, P_{t-1})`` (spec 1.5, Eq. 8).
+
+    Args:
+        grads: N current raw (unprojected) gradients, float32.
+        prev_proj: N projection components of the previous step (same shapes, any float
+            dtype; cast to the gradient's).
+        norm: 'row' or 'tensor' (see :data:`HYPERGRAD_NORMS`).
+
+    Returns:
+        Tensor (N,), float32. All-zero inputs give 0 (never NaN).
+
+    Raises:
+        ValueError: unknown ``norm``.
+    """
+    if norm == 'row':
+        fn = _row_cosine_sum
+    elif norm == 'tensor':
+        fn = _tensor_cosine
+    else:
+        raise ValueError(f"hypergrad_norm must be one of {HYPERGRAD_NORMS}, got {norm!r}")
+    return torch.stack([fn(g, p.to(g.dtype)) for g, p in zip(grads, prev_proj)])
+
+
+def omega_adam_update(omega: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, hgrad: Tensor, *,
+                      step: int, mu: float, beta1: float, beta2: float, eps: float,
+                      omega_max: float):
+    """One Adam step on the projection strengths, clipped to [0, omega_max] (spec 1.6).
+
+    Args:
+        omega, exp_avg, exp_avg_sq, hgrad: float32 tensors of shape (N,).
+        step: the global hyper-step counter T (>= 1) used for bias correction.
+        mu: hyper-learning-rate; beta1, beta2, eps: Adam constants; omega_max: kappa.
+
+    Returns:
+        (omega, exp_avg, exp_avg_sq), new tensors of shape (N,). Entries whose ``hgrad`` is not
+        finite keep their old values (a NaN/inf gradient never reaches omega).
+    """
+    finite = torch.isfinite(hgrad)
+    h = torch.where(finite, hgrad, torch.zeros_like(hgrad))
+    m = torch.where(finite, exp_avg * beta1 + h * (1 - beta1), exp_avg)
+    v = torch.where(finite, exp_avg_sq * beta2 + h * h * (1 - beta2), exp_avg_sq)
+    m_hat = m / (1 - beta1 ** step)
+    v_hat = v / (1 - beta2 ** step)
+    new = (omega - mu * m_hat / (v_hat.sqrt() + eps)).clamp(0.0, omega_max)
+    return torch.where(finite, new, omega), m, v
+
+
+class DiGraPStepResult(NamedTuple):
+    """Per-tensor results of one :func:`digrap_project_` call, each a float32 (N,) tensor."""
+    omega: Tensor  #: projection strengths used at this step (after the hyper-update)
+    exp_avg: Tensor  #: hyper-Adam first moments
+    exp_avg_sq: Tensor  #: hyper-Adam second moments
+    proj_coef: Tensor  #: s / (q + 1e-8): P_t = proj_coef * d
+    dot: Tensor  #: s = <g, d>
+    sq_dist: Tensor  #: q = ||theta - theta0||^2
+    conflict: Tensor  #: bool, s < 0 (the step was projected where omega > 0)
+
+
+def digrap_project_(grads: List[Tensor], offsets: List[Tensor], omega: Tensor,
+                    exp_avg: Tensor, exp_avg_sq: Tensor, *, step: int, mu: float,
+                    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                    omega_max: float = 1.0, hypergrad_norm: str = 'row',
+                    trainable: bool = True, prev_proj: Optional[List[Tensor]] = None,
+                    prev_coef: Optional[Tensor] = None,
+                    offsets_writable: bool = False) -> DiGraPStepResult:
+    """Apply one DiGraP step to a list of gradients, in place (spec 1.10, steps 1-7).
+
+    Args:
+        grads: N float32 gradients ``g`` (shape S_i each); overwritten with the projected ones.
+        offsets: N float32 offsets ``d = theta - theta0`` (same shapes).
+        omega, exp_avg, exp_avg_sq: (N,) float32 strengths and hyper-Adam moments before
+            this step.
+        step: global hyper-step counter T (1 on the first step: no hyper-update).
+        mu, beta1, beta2, eps, omega_max: hyper-optimizer settings (spec 1.6).
+        hypergrad_norm: 'row' or 'tensor'.
+        trainable: False keeps omega fixed (PCGrad-style fixed-strength ablation, spec 4.8
+            without the added regulariser).
+        prev_proj: full memory mode: N buffers holding ``P_{t-1}`` (any float dtype); they are
+            overwritten with ``P_t``.
+        prev_coef: lean memory mode (when ``prev_proj`` is None): (N,) coefficients c_{t-1}
+            with ``P_{t-1} = c_{t-1} d_{t-1}``. The hyper-gradient then uses
+            ``sign(c_{t-1}) * Norm(g_t, d_t)``, i.e. the current offset instead of the
+            previous one (one step stale, spec 3.4), saving one parameter-sized buffer.
+        offsets_writable: the offsets are scratch tensors that may be overwritten (saves an
+            allocation).
+
+    Returns:
+        :class:`DiGraPStepResult`. The caller stores ``proj_coef`` as the next ``prev_coef``
+        in lean mode.
+    """
+    dot = batched_dot(grads, offsets)
+    sq_dist = batched_dot(offsets, offsets)
+    if trainable and step > 1:
+        if prev_proj is not None:
+            h = hypergradient(grads, prev_proj, hypergrad_norm)
+        else:
+            h = torch.sign(prev_coef) * hypergradient(grads, offsets, hypergrad_norm)
+        omega, exp_avg, exp_avg_sq = omega_adam_update(
+            omega, exp_avg, exp_avg_sq, h, step=step, mu=mu, beta1=beta1, beta2=beta2,
+            eps=eps, omega_max=omega_max)
+    coef = dot / (sq_dist + PROJ_EPS)
+    coef = torch.where(torch.isfinite(coef), coef, torch.zeros_like(coef))
+    coefs = coef.unbind()
+    if prev_proj is not None:  # P_t = coef * d, written in place into the state buffers
+        torch._foreach_copy_(prev_proj, offsets)
+        torch._foreach_mul_(prev_proj, coefs)
+    conflict = dot < 0
+    # g' = g - omega * P_t on conflict  ==  g + lam * d,  lam = -omega * coef (>= 0)
+    lam = torch.where(conflict, -omega * coef, torch.zeros_like(coef)).unbind()
+    if offsets_writable:
+        torch._foreach_mul_(offsets, lam)
+        torch._foreach_add_(grads, offsets)
+    else:
+        torch._foreach_add_(grads, torch._foreach_mul(offsets, lam))
+    return DiGraPStepResult(omega, exp_avg, exp_avg_sq, coef, dot, sq_dist, conflict)

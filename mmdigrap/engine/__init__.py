@@ -1,0 +1,12 @@
+"""The mmengine face: OptimWrappers (OPTIM_WRAPPERS), hooks (HOOKS) and runtime fixes."""
+from .hooks import DiGraPHook, find_pretrained_source
+from .optim_wrapper import (CPUCompatibleAmpOptimWrapper, DiGraPAmpOptimWrapper,
+                            DiGraPOptimWrapper, GradientProjectionOptimWrapperMixin,
+                            register_method_wrappers)
+from .runtime import enable_trusted_checkpoint_loading, setup_cpu_distributed
+
+__all__ = [
+    'DiGraPHook', 'find_pretrained_source', 'CPUCompatibleAmpOptimWrapper',
+    'DiGraPAmpOptimWrapper', 'DiGraPOptimWrapper', 'GradientProjectionOptimWrapperMixin',
+    'register_method_wrappers', 'enable_trusted_checkpoint_loading', 'setup_cpu_distributed'
+]
