@@ -79,6 +79,17 @@ def test_runner_two_epochs_logs_omegas(tmp_path):
     omega_rows = [r for r in rows if 'omega/fc1.weight' in r]
     assert len(omega_rows) == 8 and omega_rows[-1]['step'] == 16
     assert omega_rows[-1]['omega/fc1.weight'] == pytest.approx(omegas['fc1.weight'])
+    # tools/analysis/plot_omega.py reads the same curves and draws them
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'plot_omega', osp.join(osp.dirname(__file__), '..', 'tools', 'analysis', 'plot_omega.py'))
+    plot_omega = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_omega)
+    curves = plot_omega.load_omegas(str(tmp_path))
+    assert set(curves) == set(omegas) and curves['fc1.weight'][-1] == (16, omega_rows[-1]['omega/fc1.weight'])
+    plot_omega.main([str(tmp_path)])
+    png = open(osp.join(tmp_path, 'omega.png'), 'rb').read()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10000
     # the checkpoint carries omega state and anchors
     ckpt = torch.load(osp.join(tmp_path, 'epoch_2.pth'), weights_only=False)
     proj = ckpt['optimizer']['projection']

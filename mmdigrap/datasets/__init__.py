@@ -1,0 +1,16 @@
+"""Embedded real data: Fashion-MNIST from the Debian idx files and corrupted OOD copies.
+
+Importing registers ``FashionMNISTIdx``, ``FashionMNISTCorrupted`` and ``FashionMNISTIDOOD``
+in mmpretrain's ``DATASETS``. :mod:`.corruptions` holds the pure-numpy corruption functions.
+"""
+from . import corruptions
+from .corruptions import CORRUPTIONS, SEVERITY_TABLE, corrupt
+from .fashion_mnist import (DEFAULT_DATA_ROOT, FashionMNISTCorrupted, FashionMNISTIdx,
+                            FashionMNISTIDOOD, IdxFileError, balanced_subset_indices,
+                            load_fashion_mnist, read_idx)
+
+__all__ = [
+    'corruptions', 'CORRUPTIONS', 'SEVERITY_TABLE', 'corrupt', 'DEFAULT_DATA_ROOT',
+    'FashionMNISTCorrupted', 'FashionMNISTIdx', 'FashionMNISTIDOOD', 'IdxFileError',
+    'balanced_subset_indices', 'load_fashion_mnist', 'read_idx'
+]

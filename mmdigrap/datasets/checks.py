@@ -1,0 +1,159 @@
+"""Fail early, and say where the data should be, when a data set is missing.
+
+Two entry points:
+
+* :func:`require_data_root` -- raise ``FileNotFoundError`` naming the folder (or file) that was
+  expected and how to get / point at it. Used by this plugin's own datasets
+  (:class:`mmdigrap.evaluation.imagenet_variants.ImageNetVariant`).
+* :func:`check_config_data` / ``python -m mmdigrap.datasets.checks CONFIG`` -- walk the
+  train/val/test dataloaders of a config *without building them* and report every
+  ``data_root``, ``ann_file``, ``question_file`` and image folder that does not exist, with a
+  pointer to ``docs/datasets.md``. mmpretrain / mmdet / mmseg raise their own
+  ``FileNotFoundError`` on a missing ``ann_file`` (naming the file), but a missing image folder
+  is often only noticed by the first ``LoadImageFromFile``, minutes into a run; this check
+  takes a second.
+
+Example::
+
+    python -m mmdigrap.datasets.checks configs/domainnet/vit-b16-clip_digrap_domainnet-real.py \
+        --cfg-options train_dataloader.dataset.data_root=/datasets/domainnet
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import Iterable, List, Optional, Tuple
+
+__all__ = ['DATASET_DOCS', 'require_data_root', 'missing_data_paths', 'check_config_data']
+
+#: where the layout of every data set used by ``configs/`` is described
+DATASET_DOCS = 'docs/datasets.md'
+
+
+def require_data_root(path: str, hint: str = '', kind: str = 'folder') -> str:
+    """Return ``path`` if it exists, else raise ``FileNotFoundError`` saying what was expected.
+
+    Args:
+        path: the folder (or file, with ``kind='file'``) the data set needs.
+        hint: one or two sentences: what the data set is, where it comes from and the layout
+            expected under ``path`` (e.g. ``'ImageNet-A: <root>/<wnid>/<img>.jpg, 200 class
+            folders'``).
+        kind: ``'folder'`` or ``'file'`` (only changes the wording and the check).
+
+    Raises:
+        FileNotFoundError: ``path`` is missing (or is not a folder / file as asked).
+    """
+    ok = osp.isdir(path) if kind == 'folder' else osp.isfile(path)
+    if ok:
+        return path
+    what = 'folder' if kind == 'folder' else 'file'
+    where = osp.abspath(path)
+    msg = f'Expected the data set {what} {path!r} ({where}), but it does not exist.'
+    if osp.exists(path):
+        msg = f'Expected {path!r} ({where}) to be a {what}, but it is not.'
+    if hint:
+        msg += f' {hint.strip()}'
+    msg += (f' See {DATASET_DOCS} for where to get it and the expected layout; point the config '
+            "at another location with e.g. --cfg-options "
+            "'test_dataloader.dataset.data_root=/path/to/it'.")
+    raise FileNotFoundError(msg)
+
+
+_PATH_KEYS = ('ann_file', 'question_file', 'data_prefix', 'img_path', 'seg_map_path',
+              'split')
+
+
+def _join(root: Optional[str], p: str) -> str:
+    if not root or osp.isabs(p) or '://' in p:
+        return p
+    return osp.join(root, p)
+
+
+def _dataset_paths(ds, where: str) -> Iterable[Tuple[str, str, str]]:
+    """(description, path, kind) for one dataset config (recursing into wrappers)."""
+    if isinstance(ds, (list, tuple)):
+        for i, d in enumerate(ds):
+            yield from _dataset_paths(d, f'{where}[{i}]')
+        return
+    if not isinstance(ds, dict):
+        return
+    for key in ('dataset', 'datasets'):  # RepeatDataset / ConcatDataset / IDOODConcatDataset
+        sub = ds.get(key)
+        if isinstance(sub, dict) and 'type' not in sub:  # {set_name: cfg}
+            for name, d in sub.items():
+                yield from _dataset_paths(d, f'{where}.{key}.{name}')
+        elif sub is not None:
+            yield from _dataset_paths(sub, f'{where}.{key}')
+    root = ds.get('data_root')
+    if isinstance(root, str) and root and '://' not in root:
+        yield f'{where}.data_root', root, 'folder'
+    for key in ('ann_file', 'question_file'):
+        p = ds.get(key)
+        if isinstance(p, str) and p and '://' not in p:
+            yield f'{where}.{key}', _join(root, p), 'file'
+    prefix = ds.get('data_prefix')
+    if isinstance(prefix, str):
+        prefix = dict(img_path=prefix)
+    if isinstance(prefix, dict):
+        for k, p in prefix.items():
+            if isinstance(p, str) and p and '://' not in p:
+                yield f'{where}.data_prefix.{k}', _join(root, p), 'folder'
+
+
+def missing_data_paths(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')
+                       ) -> List[Tuple[str, str, str]]:
+    """``[(config key, path, kind)]`` of every data path in the config's loaders that is missing.
+
+    ``cfg`` is an mmengine ``Config`` (or a dict). Nothing is built and no file is read.
+    """
+    missing = []
+    seen = set()
+    for name in loaders:
+        loader = cfg.get(name) if hasattr(cfg, 'get') else None
+        if not isinstance(loader, dict) or loader.get('dataset') is None:
+            continue
+        for desc, path, kind in _dataset_paths(loader['dataset'], f'{name}.dataset'):
+            if path in seen:
+                continue
+            seen.add(path)
+            exists = osp.isdir(path) if kind == 'folder' else osp.isfile(path)
+            if not exists:
+                missing.append((desc, path, kind))
+    return missing
+
+
+def check_config_data(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')
+                      ) -> None:
+    """Raise ``FileNotFoundError`` listing every missing data path of ``cfg``'s loaders."""
+    missing = missing_data_paths(cfg, loaders)
+    if missing:
+        lines = '\n'.join(f'  {desc}: {kind} {path!r} is missing' for desc, path, kind in missing)
+        raise FileNotFoundError(
+            f'{len(missing)} data path(s) of this config do not exist:\n{lines}\n'
+            f'See {DATASET_DOCS} for where each data set comes from and its layout, and '
+            "override the location with --cfg-options (e.g. 'train_dataloader.dataset."
+            "data_root=/datasets/x').")
+
+
+def main(argv=None) -> int:
+    from mmengine.config import Config, DictAction
+    parser = argparse.ArgumentParser(
+        description='List the data folders/files a config expects and which are missing.')
+    parser.add_argument('config')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
+    parser.add_argument('--loaders', nargs='+',
+                        default=['train_dataloader', 'val_dataloader', 'test_dataloader'])
+    args = parser.parse_args(argv)
+    cfg = Config.fromfile(args.config, import_custom_modules=False)
+    cfg.merge_from_dict(args.cfg_options)
+    missing = missing_data_paths(cfg, args.loaders)
+    if not missing:
+        print(f'OK: every data path of {args.config} exists.')
+        return 0
+    for desc, path, kind in missing:
+        print(f'MISSING {kind:6s} {path}   ({desc})')
+    print(f'See {DATASET_DOCS} for each data set and its layout.')
+    return 1
+
+
+if __name__ == '__main__':  # pragma: no cover
+    sys.exit(main())

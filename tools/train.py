@@ -1,0 +1,243 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+# Adapted from mmpretrain 1.2.0 tools/train.py for mmdigrap: same flags and behaviour, plus
+#   * ``import mmdigrap`` (registers the DiGraP optimizer wrappers / hooks and installs the
+#     torch>=2.6 ``weights_only`` fix for mmengine checkpoint loading, so --resume works);
+#   * ``setup_cpu_distributed`` so ``--launcher pytorch|slurm|mpi`` also works without CUDA
+#     (gloo + device_ids=None; mmengine 0.10.7 would call torch.cuda.set_device and crash);
+#   * ``--amp`` picks the AMP flavour of the configured wrapper (DiGraPOptimWrapper ->
+#     DiGraPAmpOptimWrapper) instead of always AmpOptimWrapper, and bf16 when there is no CUDA;
+#     it is applied after ``--cfg-options`` so it sees the finally configured wrapper type;
+#   * the ``persistent_workers=True`` default is not applied to loaders with ``num_workers=0``
+#     (torch's DataLoader raises ValueError for that combination).
+import argparse
+import os
+import os.path as osp
+import warnings
+from copy import deepcopy
+
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+from mmengine.utils import digit_version
+from mmengine.utils.dl_utils import TORCH_VERSION
+
+import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
+from mmdigrap.engine.runtime import setup_cpu_distributed
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='If specify checkpoint path, resume from it, while if not '
+        'specify, try to auto resume from the latest checkpoint '
+        'in the work directory.')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='enable automatic-mixed-precision training (the AMP flavour of '
+        'the configured optimizer wrapper; bfloat16 when CUDA is absent)')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='whether not to evaluate the checkpoint during training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='whether to auto scale the learning rate according to the '
+        'actual batch size and the original batch size.')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='whether to disable the pin_memory option in dataloaders.')
+    parser.add_argument(
+        '--no-persistent-workers',
+        action='store_true',
+        help='whether to disable the persistent_workers option in dataloaders.'
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
+    # will pass the `--local-rank` parameter to `tools/train.py` instead
+    # of `--local_rank`.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+
+    return args
+
+
+def _registered_optim_wrappers():
+    """{name: class} registered in mmengine's OPTIM_WRAPPERS and all its child (scope)
+    registries, each under its plain and its ``scope.``-prefixed name."""
+    from mmengine.registry import OPTIM_WRAPPERS
+    names, todo = {}, [OPTIM_WRAPPERS]
+    while todo:
+        reg = todo.pop()
+        for k, v in reg.module_dict.items():
+            names.setdefault(k, v)
+            names[f'{reg.scope}.{k}'] = v
+        todo.extend(reg.children.values())
+    return names
+
+
+def amp_optim_wrapper_type(wrapper_type):
+    """The AMP flavour of an optimizer-wrapper type.
+
+    ``'OptimWrapper'`` -> ``'AmpOptimWrapper'``, ``'DiGraPOptimWrapper'`` ->
+    ``'DiGraPAmpOptimWrapper'``; in general 'OptimWrapper' in the name is replaced with
+    'AmpOptimWrapper' if such a type is registered (a scope prefix is kept). Otherwise the type
+    is returned unchanged with a warning. Class objects (pure-python configs) map to the
+    registered class of the AMP name.
+    """
+    registered = _registered_optim_wrappers()
+    is_cls = isinstance(wrapper_type, type)
+    name = str(wrapper_type)
+    if is_cls:  # the name it is registered under (may differ from the class name)
+        name = next((k for k, v in registered.items() if v is wrapper_type and '.' not in k),
+                    wrapper_type.__name__)
+    base = name.rsplit('.', 1)[-1]
+    if 'AmpOptimWrapper' in base:
+        return wrapper_type
+    if 'OptimWrapper' in base:
+        amp = name[:len(name) - len(base)] + base.replace('OptimWrapper', 'AmpOptimWrapper', 1)
+        if amp in registered:
+            return registered[amp] if is_cls else amp
+    warnings.warn(f'--amp: no AMP flavour of optimizer wrapper {name!r} is registered; '
+                  f'keeping {name!r} (mixed precision is NOT enabled by the wrapper)')
+    return wrapper_type
+
+
+def merge_args(cfg, args):
+    """Merge CLI arguments to config."""
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+
+    cfg.launcher = args.launcher
+
+    # work_dir is determined in this priority: CLI > segment in file > filename
+    if args.work_dir is not None:
+        # update configs according to CLI args if args.work_dir is not None
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        # use config filename as default work_dir if cfg.work_dir is None
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    # resume training
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    # enable auto scale learning rate
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+
+    # set dataloader args
+    default_dataloader_cfg = ConfigDict(
+        pin_memory=True,
+        persistent_workers=True,
+        collate_fn=dict(type='default_collate'),
+    )
+    if digit_version(TORCH_VERSION) < digit_version('1.8.0'):
+        default_dataloader_cfg.persistent_workers = False
+
+    def set_default_dataloader_cfg(cfg, field):
+        if cfg.get(field, None) is None:
+            return
+        dataloader_cfg = deepcopy(default_dataloader_cfg)
+        dataloader_cfg.update(cfg[field])
+        cfg[field] = dataloader_cfg
+        if args.no_pin_memory:
+            cfg[field]['pin_memory'] = False
+        if args.no_persistent_workers:
+            cfg[field]['persistent_workers'] = False
+
+    set_default_dataloader_cfg(cfg, 'train_dataloader')
+    set_default_dataloader_cfg(cfg, 'val_dataloader')
+    set_default_dataloader_cfg(cfg, 'test_dataloader')
+
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    # enable automatic-mixed-precision training. Unlike mmpretrain this runs after
+    # --cfg-options, so the AMP flavour is taken of the wrapper that is finally configured
+    # (`--amp --cfg-options optim_wrapper.type=DiGraPOptimWrapper` -> DiGraPAmpOptimWrapper).
+    if args.amp is True:
+        wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        cfg.optim_wrapper.type = amp_optim_wrapper_type(wrapper_type)
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if not torch.cuda.is_available():
+            dtype = cfg.optim_wrapper.get('dtype', None)
+            if dtype not in (None, 'bfloat16', torch.bfloat16):
+                warnings.warn(f'--amp without CUDA: using dtype bfloat16 instead of the '
+                              f'configured {dtype!r}')
+            cfg.optim_wrapper.dtype = 'bfloat16'
+            if cfg.optim_wrapper.type in ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper'):
+                warnings.warn('--amp: mmengine\'s AmpOptimWrapper requires a GPU; on the '
+                              'CPU use a wrapper with CPU bf16 support, e.g. '
+                              'DiGraPAmpOptimWrapper')
+
+    # torch's DataLoader raises "persistent_workers option needs num_workers > 0"
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(field, None)
+        if loader is not None and loader.get('num_workers', 0) == 0 \
+                and loader.get('persistent_workers', False):
+            loader.persistent_workers = False
+
+    return cfg
+
+
+def main():
+    args = parse_args()
+
+    # load config
+    cfg = Config.fromfile(args.config)
+
+    # merge cli arguments to config
+    cfg = merge_args(cfg, args)
+
+    # CPU-only host + --launcher pytorch/slurm/mpi: gloo process group and a CPU DDP wrapper
+    # (no-op with CUDA or --launcher none)
+    setup_cpu_distributed(cfg, args.launcher)
+
+    # build the runner from config
+    if 'runner_type' not in cfg:
+        # build the default runner
+        runner = Runner.from_cfg(cfg)
+    else:
+        # build customized runner from the registry
+        # if 'runner_type' is set in the cfg
+        runner = RUNNERS.build(cfg)
+
+    # start training
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
