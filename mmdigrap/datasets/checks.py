@@ -58,8 +58,6 @@ def require_data_root(path: str, hint: str = '', kind: str = 'folder') -> str:
     raise FileNotFoundError(msg)
 
 
-_PATH_KEYS = ('ann_file', 'question_file', 'data_prefix', 'img_path', 'seg_map_path',
-              'split')
 
 
 def _join(root: Optional[str], p: str) -> str:

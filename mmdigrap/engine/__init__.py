@@ -1,4 +1,9 @@
 """The mmengine face: OptimWrappers (OPTIM_WRAPPERS), hooks (HOOKS) and runtime fixes."""
+from .baseline_hooks import TPGMHook
+from .baseline_wrappers import (FixedDiGraPAmpOptimWrapper, FixedDiGraPOptimWrapper,
+                                FTPAmpOptimWrapper, FTPOptimWrapper, L2SPAmpOptimWrapper,
+                                L2SPOptimWrapper, SPDAmpOptimWrapper, SPDOptimWrapper,
+                                TPGMAmpOptimWrapper, TPGMOptimWrapper)
 from .hooks import DiGraPHook, find_pretrained_source
 from .optim_wrapper import (CPUCompatibleAmpOptimWrapper, DiGraPAmpOptimWrapper,
                             DiGraPOptimWrapper, GradientProjectionOptimWrapperMixin,
@@ -8,5 +13,8 @@ from .runtime import enable_trusted_checkpoint_loading, setup_cpu_distributed
 __all__ = [
     'DiGraPHook', 'find_pretrained_source', 'CPUCompatibleAmpOptimWrapper',
     'DiGraPAmpOptimWrapper', 'DiGraPOptimWrapper', 'GradientProjectionOptimWrapperMixin',
-    'register_method_wrappers', 'enable_trusted_checkpoint_loading', 'setup_cpu_distributed'
+    'register_method_wrappers', 'enable_trusted_checkpoint_loading', 'setup_cpu_distributed',
+    'TPGMHook', 'L2SPOptimWrapper', 'L2SPAmpOptimWrapper', 'FTPOptimWrapper',
+    'FTPAmpOptimWrapper', 'SPDOptimWrapper', 'SPDAmpOptimWrapper', 'TPGMOptimWrapper',
+    'TPGMAmpOptimWrapper', 'FixedDiGraPOptimWrapper', 'FixedDiGraPAmpOptimWrapper'
 ]

@@ -20,6 +20,27 @@ from ..core.anchors import AnchorPolicy, compile_exclude, match_excluded
 __all__ = ['GradientProjectionOptimizer']
 
 
+def _is_sharded(p: Tensor) -> bool:
+    """FSDP flat parameters, DTensors (FSDP2 / tensor parallel) and ZeRO-partitioned tensors."""
+    cls_names = {c.__name__ for c in type(p).__mro__}
+    return bool(cls_names & {'FlatParameter', 'DTensor'}) or hasattr(p, 'ds_tensor')
+
+
+def _refuse_sharded(params: List[Tensor], owner: str) -> None:
+    """Raise for sharded parameters: per-tensor reductions would differ per shard.
+
+    Raises:
+        NotImplementedError: a parameter is an FSDP ``FlatParameter``, a ``DTensor`` or a
+            DeepSpeed ZeRO-3 partitioned tensor.
+    """
+    if any(_is_sharded(p) for p in params):
+        raise NotImplementedError(
+            f'{owner}: sharded parameters (FSDP / ZeRO-3 / DTensor) are not supported: the '
+            'per-tensor inner products and norms would be computed per shard, giving each rank '
+            'a different omega and projection. Train with DDP (MMDistributedDataParallel, the '
+            'default of tools/dist_train.sh), or exclude the sharded tensors.')
+
+
 class GradientProjectionOptimizer(Optimizer):
     """Base class of the robust fine-tuning optimizers (DiGraP, L2-SP, FTP, SPD, ...).
 
@@ -70,6 +91,7 @@ class GradientProjectionOptimizer(Optimizer):
         self._excluded: set = set()
         #: number of completed optimizer steps (the global hyper-step counter is this + 1)
         self.hyper_step = 0
+        _refuse_sharded(self._all_params(), type(self).__name__)
         if named_parameters is not None:
             self.set_param_names(named_parameters)
 

@@ -1,0 +1,94 @@
+"""SPD: Selective Projection Decay, the math (digrap_spec.md section 4.6).
+
+Tian, Huang, Kira, "Rethinking Weight Decay for Robust Fine-Tuning of Foundation Models",
+NeurIPS 2024; reference code ``GT-RIPL/Selective-Projection-Decay adamSPD.py`` (AdamSPD) and
+``chengyuehuang511/FRAMES-VQA optimizer/adamh.py`` (AdamH: LoRA anchor 0, optional MARS norm).
+
+A *post-step* decay towards theta0, applied to a tensor only when its selection condition holds.
+For every tensor (shape S), with theta the weights before the step and theta~ the base
+optimizer's candidate:
+
+    c_t     = -<g_t, theta - theta0>                         (whole tensor)
+    r_t     = clip((||theta~ - theta0|| - ||theta - theta0||) / ||theta~ - theta0||, 0, 1)
+    theta_t = theta~ - weight * r_t * (theta~ - theta0)      if c_t < 0
+    theta_t = theta~                                         otherwise
+
+**Sign convention (spec 5.1): the opposite of DiGraP's.** DiGraP acts when
+``<g, theta - theta0> < 0`` (the task gradient pushes away from theta0) and edits the gradient.
+SPD acts when ``c_t < 0``, i.e. ``<g, theta - theta0> > 0`` (plain gradient descent would move
+*towards* theta0, so regularising is "free" for the loss), and only shrinks whatever growth of
+the deviation the (preconditioned, momentum) candidate step still has (``r_t > 0``). The two
+conditions are kept in separate helpers on purpose; do not share one.
+
+``norm='mars'`` (AdamH) uses row-wise L1 norms (``+1e-8``, one ratio per row) instead of the
+whole-tensor L2 norm. Batched over N tensors, no host synchronisation.
+"""
+from typing import List, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from ..digrap import batched_dot
+from .ftp import mars_row_norms
+
+__all__ = ['SPD_NORMS', 'spd_condition', 'spd_norms', 'SPDDecay', 'spd_decay_coefficients']
+
+#: valid ``norm`` values: whole-tensor L2 (AdamSPD) or row-wise MARS/L1 (AdamH option).
+SPD_NORMS = ('l2', 'mars')
+
+
+def spd_condition(grads: Sequence[Tensor], offsets: Sequence[Tensor]) -> Tensor:
+    """SPD's selection quantity ``c_t = -<g_t, theta - theta0>`` per tensor, (N,).
+
+    Decay is applied where ``c_t < 0``. (``-c_t`` is DiGraP's dot product; DiGraP projects
+    where that dot product is < 0: the opposite selection, spec 5.1.)
+    """
+    return -batched_dot(grads, offsets)
+
+
+def spd_norms(offsets: Sequence[Tensor], norm: str = 'l2') -> List[Tensor]:
+    """Deviation norms: 0-d whole-tensor L2 norms ('l2') or row-wise L1 + 1e-8 ('mars').
+
+    Raises:
+        ValueError: unknown ``norm``.
+    """
+    if norm == 'l2':
+        return [torch.linalg.vector_norm(d) for d in offsets]
+    if norm == 'mars':
+        return [mars_row_norms(d) for d in offsets]
+    raise ValueError(f"SPD norm must be one of {SPD_NORMS}, got {norm!r}")
+
+
+class SPDDecay(NamedTuple):
+    """Result of :func:`spd_decay_coefficients`."""
+    coefs: List[Tensor]  #: N tensors (0-d, or row shape for 'mars'): weight * r_t, 0 if unselected
+    selected: Tensor  #: (N,) bool, c_t < 0
+    decayed: Tensor  #: (N,) bool, selected and r_t > 0 somewhere (the weights were pulled back)
+
+
+def spd_decay_coefficients(new_offsets: Sequence[Tensor], prev_norms: Sequence[Tensor],
+                           condition: Tensor, weight: float, norm: str = 'l2') -> SPDDecay:
+    """The per-tensor decay coefficients ``weight * r_t`` (0 where ``c_t >= 0``).
+
+    The caller applies ``theta_t = theta~ - coef * (theta~ - theta0)``.
+
+    Args:
+        new_offsets: N candidate offsets ``theta~ - theta0`` (float32/float64).
+        prev_norms: N norms of ``theta - theta0`` before the step (:func:`spd_norms`).
+        condition: (N,) ``c_t`` from :func:`spd_condition`.
+        weight: the decay strength lambda (>= 0).
+        norm: 'l2' or 'mars' (as for ``prev_norms``).
+
+    Returns:
+        :class:`SPDDecay`. A zero candidate offset gives r_t = 0 (the reference code divides
+        by zero there; it cannot be selected in practice).
+    """
+    curr = spd_norms(new_offsets, norm)
+    selected = condition < 0
+    coefs, decayed = [], []
+    for c, p, sel in zip(curr, prev_norms, selected.unbind()):
+        r = torch.nan_to_num((c - p) / c, nan=0.0).clamp(0.0, 1.0)
+        coef = torch.where(sel, r * weight, torch.zeros_like(r))
+        coefs.append(coef)
+        decayed.append((coef > 0).any())
+    return SPDDecay(coefs, selected, torch.stack(decayed))
