@@ -31,13 +31,16 @@ class AnchorPolicy:
     Args:
         mode: 'pretrained' (copy of the weights at the first step) or 'zero' (LoRA/PEFT).
         dtype: storage dtype of the anchor copies; None = the parameter's dtype.
+        device: storage device of the anchor copies (e.g. 'cpu' for very large models; each
+            step then copies them to the parameter's device); None = the parameter's.
 
     Raises:
         ValueError: unknown ``mode`` or a non-floating ``dtype``.
     """
 
     def __init__(self, mode: str = 'pretrained',
-                 dtype: Optional[Union[str, torch.dtype]] = None):
+                 dtype: Optional[Union[str, torch.dtype]] = None,
+                 device: Optional[Union[str, torch.device]] = None):
         if mode not in ANCHOR_MODES:
             raise ValueError(f"anchor must be one of {ANCHOR_MODES}, got {mode!r}: use "
                              "'pretrained' for full fine-tuning, 'zero' for LoRA/PEFT adapters")
@@ -49,6 +52,7 @@ class AnchorPolicy:
             raise ValueError(f'anchor_dtype must be a floating dtype, got {dtype}')
         self.mode = mode
         self.dtype = dtype
+        self.device = None if device is None else torch.device(device)
 
     @property
     def stored(self) -> bool:
@@ -57,11 +61,12 @@ class AnchorPolicy:
 
     def snapshot(self, param: Tensor) -> Tensor:
         """A detached copy of ``param`` in the storage dtype, on the parameter's device."""
-        return param.detach().to(dtype=self.dtype or param.dtype, copy=True)
+        return param.detach().to(device=self.device or param.device,
+                                 dtype=self.dtype or param.dtype, copy=True)
 
     def place(self, anchor: Tensor, param: Tensor) -> Tensor:
-        """Move a loaded anchor to ``param``'s device (and storage dtype), e.g. after resume."""
-        return anchor.to(device=param.device, dtype=self.dtype or param.dtype)
+        """Move a loaded anchor to its storage device and dtype, e.g. after resume."""
+        return anchor.to(device=self.device or param.device, dtype=self.dtype or param.dtype)
 
     def offsets(self, params: Sequence[Tensor],
                 anchors: Sequence[Optional[Tensor]]) -> Tuple[List[Tensor], bool]:
@@ -74,11 +79,25 @@ class AnchorPolicy:
         p32 = [_wide(p.detach()) for p in params]
         if not self.stored:
             return p32, False
-        a32 = [a.to(p.dtype) for a, p in zip(anchors, p32)]
+        a32 = [a.to(device=p.device, dtype=p.dtype, non_blocking=True)
+               for a, p in zip(anchors, p32)]
         return torch._foreach_sub(p32, a32), True
 
+    def offsets_into(self, out: Sequence[Tensor], params: Sequence[Tensor],
+                     anchors: Sequence[Optional[Tensor]]) -> List[Tensor]:
+        """Write ``d_i = theta_i - theta0_i`` into the buffers ``out`` (no allocation).
+
+        ``out`` must have the parameters' shapes and a wide dtype (float32/float64).
+        """
+        for buf, p, a in zip(out, params, anchors):
+            if a is None:
+                buf.copy_(p.detach())
+            else:
+                torch.sub(p.detach(), a.to(device=p.device, non_blocking=True), out=buf)
+        return list(out)
+
     def __repr__(self) -> str:
-        return f'AnchorPolicy(mode={self.mode!r}, dtype={self.dtype})'
+        return f'AnchorPolicy(mode={self.mode!r}, dtype={self.dtype}, device={self.device})'
 
 
 def compile_exclude(patterns: Union[str, Iterable[str], None]) -> List['re.Pattern']:

@@ -338,7 +338,7 @@ class PerSetMetric(BaseMetric):
     built per set (with the current default scope, so ``VQAAcc``, mmseg's ``IoUMetric``, ...
     all work) and its ``compute_metrics`` runs on that set's results only.
 
-    Returned keys (after the prefix, by default the inner metric's, e.g. ``vqa/``):
+    Returned keys (after the prefix, by default the inner metric's, e.g. ``VQA/``):
     ``<set>/<key>`` for every set and every key of the inner metric; ``<group>/<key>`` =
     unweighted mean over the sets of each group in ``groups``; and, when the ID set was
     evaluated, ``ood_mean/<key>`` = unweighted mean over all other sets.
@@ -358,7 +358,7 @@ class PerSetMetric(BaseMetric):
         if not isinstance(metric, dict) or 'type' not in metric:
             raise TypeError(f'PerSetMetric: metric must be a config dict with a type, got '
                             f'{metric!r}')
-        if prefix is None:  # the inner metric's prefix: 'vqa/vizwiz/acc', 'accuracy/a/top1'
+        if prefix is None:  # the inner metric's prefix: 'VQA/vizwiz/acc', 'accuracy/a/top1'
             with MMENGINE_METRICS.switch_scope_and_registry(None) as registry:
                 inner_cls = registry.get(metric['type'])
             prefix = getattr(inner_cls, 'default_prefix', None) or 'per_set'

@@ -12,7 +12,7 @@ r"""The torch.optim faces of the baselines (digrap_spec.md section 4), around AN
 They share :class:`~mmdigrap.optim.GradientProjectionOptimizer`: ``param_groups`` are the
 base's (LR schedulers, ``paramwise_cfg``, GradScaler work unchanged), per-parameter state lives
 in ``self.state[p]`` (anchor + the method's tensors), ``state_dict()`` is
-``{'base': ..., 'projection': {'method': ..., ...}}`` and a checkpoint of another method is
+the base's keys plus ``'projection': {'method': ..., ...}`` and a checkpoint of another method is
 refused on load. Each sets ``last_stats`` (``params``, ``dot``, ``sq_dist``, ``conflict``, plus
 method keys) for ``DiGraPHook``'s logging.
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..core.digrap import HYPERGRAD_NORMS, digrap_project_
+from ..core.digrap import HYPERGRAD_NORMS, digrap_project_, hypergradient
 from .gradient_projection import GradientProjectionOptimizer
 
 __all__ = ['DiGraP']
@@ -40,6 +40,8 @@ class DiGraP(GradientProjectionOptimizer):
             or 'tensor' (whole-tensor cosine).
         anchor: 'pretrained' (theta0 = weights at the first step) or 'zero' (LoRA/PEFT).
         anchor_dtype: storage dtype of theta0 copies (None = parameter dtype).
+        anchor_device: storage device of theta0 copies (None = the parameter's; 'cpu' offloads
+            them for very large models at the cost of a copy per step).
         exclude: regexes on parameter names whose tensors get no projection (new heads).
         named_parameters: ``model.named_parameters()`` (names for ``exclude`` and logging).
         store_projection: True keeps P_{t-1} (one parameter-sized buffer per tensor, exact
@@ -67,7 +69,7 @@ class DiGraP(GradientProjectionOptimizer):
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  omega_max: float = 1.0, omega_init: float = 0.0, trainable: bool = True,
                  hypergrad_norm: str = 'row', anchor: str = 'pretrained', anchor_dtype=None,
-                 exclude: Iterable[str] = (),
+                 anchor_device=None, exclude: Iterable[str] = (),
                  named_parameters: Optional[Iterable[Tuple[str, Tensor]]] = None,
                  store_projection: bool = True):
         if mu < 0:
@@ -100,7 +102,8 @@ class DiGraP(GradientProjectionOptimizer):
         #: per-step statistics of the last step: params, dot, sq_dist, conflict, omega
         self.last_stats: Dict[str, object] = {}
         super().__init__(base_optimizer, anchor=anchor, anchor_dtype=anchor_dtype,
-                         exclude=exclude, named_parameters=named_parameters)
+                         anchor_device=anchor_device, exclude=exclude,
+                         named_parameters=named_parameters)
 
     def extra_repr(self) -> str:
         return (f'mu={self.mu}, betas={self.betas}, eps={self.eps}, omega_max={self.omega_max}, '
@@ -122,27 +125,34 @@ class DiGraP(GradientProjectionOptimizer):
         return st
 
     def _pre_step(self, params: List[Tensor], grads: List[Tensor]) -> None:
-        # one device/dtype-agnostic batch; reductions in float32
         states = [self._init_state(p) for p in params]
         anchors = self._anchors(params)
-        offsets, writable = self.anchor_policy.offsets(params, anchors)
         g32 = [g if g.dtype in _WIDE else g.float() for g in grads]  # f16/bf16 -> f32
         omega, m, v = (torch.stack([st[k] for st in states]) for k in _SCALARS)
-        if self.store_projection:
-            prev_proj, prev_coef = [st['prev_proj'] for st in states], None
+        step = self.hyper_step + 1
+        train = self.trainable and self.mu > 0 and step > 1
+        prev = [st['prev_proj'] for st in states] if self.store_projection else None
+        hgrad = None
+        if train and prev is not None:  # Norm(g_t, P_{t-1}), before P is overwritten
+            hgrad = hypergradient(g32, prev, self.hypergrad_norm)
+        if prev is not None and all(b.dtype == g.dtype for b, g in zip(prev, g32)):
+            # allocation-free path: d is written into the P buffers, then scaled into P_t
+            offsets = proj_out = self.anchor_policy.offsets_into(prev, params, anchors)
         else:
-            prev_proj, prev_coef = None, torch.stack([st['prev_coef'] for st in states])
+            offsets, _ = self.anchor_policy.offsets(params, anchors)
+            proj_out = prev
+        if train and prev is None:  # lean mode: P_{t-1} = c_{t-1} d_{t-1} ~ c_{t-1} d_t
+            prev_coef = torch.stack([st['prev_coef'] for st in states])
+            hgrad = torch.sign(prev_coef) * hypergradient(g32, offsets, self.hypergrad_norm)
         res = digrap_project_(
-            g32, offsets, omega, m, v, step=self.hyper_step + 1, mu=self.mu,
-            beta1=self.betas[0], beta2=self.betas[1], eps=self.eps, omega_max=self.omega_max,
-            hypergrad_norm=self.hypergrad_norm, trainable=self.trainable and self.mu > 0,
-            prev_proj=prev_proj, prev_coef=prev_coef, offsets_writable=writable)
+            g32, offsets, omega, m, v, hgrad, step=step, mu=self.mu, beta1=self.betas[0],
+            beta2=self.betas[1], eps=self.eps, omega_max=self.omega_max, proj_out=proj_out)
         for g, g_new in zip(grads, g32):
             if g_new is not g:
                 g.copy_(g_new)
         for key, vec in zip(_SCALARS, (res.omega, res.exp_avg, res.exp_avg_sq)):
             torch._foreach_copy_([st[key] for st in states], list(vec.unbind()))
-        if not self.store_projection:
+        if prev is None:
             torch._foreach_copy_([st['prev_coef'] for st in states], list(res.proj_coef.unbind()))
         self.last_stats = dict(params=params, omega=res.omega, dot=res.dot,
                                sq_dist=res.sq_dist, conflict=res.conflict)

@@ -23,7 +23,8 @@ __all__ = ['GradientProjectionOptimizer']
 def _is_sharded(p: Tensor) -> bool:
     """FSDP flat parameters, DTensors (FSDP2 / tensor parallel) and ZeRO-partitioned tensors."""
     cls_names = {c.__name__ for c in type(p).__mro__}
-    return bool(cls_names & {'FlatParameter', 'DTensor'}) or hasattr(p, 'ds_tensor')
+    return (bool(cls_names & {'FlatParameter', 'DTensor'}) or hasattr(p, 'ds_tensor')
+            or bool(getattr(p, '_fsdp_flattened', False)))
 
 
 def _refuse_sharded(params: List[Tensor], owner: str) -> None:
@@ -52,6 +53,7 @@ class GradientProjectionOptimizer(Optimizer):
         base_optimizer: an already built ``torch.optim.Optimizer`` (AdamW, SGD, Lion, ...).
         anchor: 'pretrained' or 'zero' (see :class:`~mmdigrap.core.anchors.AnchorPolicy`).
         anchor_dtype: storage dtype of the anchors (None = the parameter's).
+        anchor_device: storage device of the anchors (None = the parameter's; e.g. 'cpu').
         exclude: regexes on parameter names (``re.search``); matching tensors are left to the
             base optimizer alone (e.g. a newly initialised head, ``r'^head\\.'``).
         named_parameters: ``model.named_parameters()``; needed for ``exclude`` and named
@@ -66,7 +68,7 @@ class GradientProjectionOptimizer(Optimizer):
     method: str = 'projection'
 
     def __init__(self, base_optimizer: Optimizer, *, anchor: str = 'pretrained',
-                 anchor_dtype=None, exclude: Iterable[str] = (),
+                 anchor_dtype=None, anchor_device=None, exclude: Iterable[str] = (),
                  named_parameters: Optional[Iterable[Tuple[str, Tensor]]] = None):
         if not isinstance(base_optimizer, Optimizer):
             raise TypeError(f'{type(self).__name__} wraps an already built torch.optim.Optimizer '
@@ -85,7 +87,7 @@ class GradientProjectionOptimizer(Optimizer):
         self._optimizer_load_state_dict_post_hooks = OrderedDict()
         self._patch_step_function()
         self.state: Dict[Tensor, Dict[str, Any]] = defaultdict(dict)
-        self.anchor_policy = AnchorPolicy(anchor, anchor_dtype)
+        self.anchor_policy = AnchorPolicy(anchor, anchor_dtype, anchor_device)
         self._exclude_patterns = compile_exclude(exclude)
         self._names: Dict[int, str] = {}
         self._excluded: set = set()
@@ -242,15 +244,18 @@ class GradientProjectionOptimizer(Optimizer):
 
     # ------------------------------------------------------------------------ state dict
     def state_dict(self) -> Dict[str, Any]:
-        """``{'base': base.state_dict(), 'projection': {...}}``; method state keyed by the
-        parameter's index in ``param_groups`` (the torch convention)."""
+        """The base optimizer's ``state_dict()`` (``state``, ``param_groups``) plus
+        ``'projection'``: the method's per-parameter state keyed by the parameter's index in
+        ``param_groups`` (the torch convention), its name and the step counter.
+
+        The flat layout lets a plain optimizer resume from it (it ignores ``'projection'``).
+        """
         index = {id(p): i for i, p in enumerate(self._all_params())}
         state = {index[id(p)]: dict(st) for p, st in self.state.items() if id(p) in index}
-        return {
-            'base': self.base_optimizer.state_dict(),
-            'projection': {'method': self.method, 'hyper_step': self.hyper_step,
-                           'state': state},
-        }
+        out = dict(self.base_optimizer.state_dict())
+        out['projection'] = {'method': self.method, 'hyper_step': self.hyper_step,
+                             'state': state}
+        return out
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Load a :meth:`state_dict`; tensors are moved to their parameter's device.
@@ -259,7 +264,7 @@ class GradientProjectionOptimizer(Optimizer):
             ValueError: the state was written by a plain optimizer (no method state), or by
                 another method; the message says how to proceed.
         """
-        if 'projection' not in state_dict or 'base' not in state_dict:
+        if 'projection' not in state_dict:
             raise ValueError(
                 f'{type(self).__name__}: this optimizer state was saved without '
                 f'{self.method} state (a plain {{"state", "param_groups"}} optimizer '
@@ -272,7 +277,8 @@ class GradientProjectionOptimizer(Optimizer):
                 f"{type(self).__name__}: optimizer state was written by method "
                 f"{proj.get('method')!r}, not {self.method!r}. Resume with the same method, or "
                 'use `load_from=CKPT` to start this method from the weights only.')
-        self.base_optimizer.load_state_dict(state_dict['base'])
+        self.base_optimizer.load_state_dict(
+            {k: v for k, v in state_dict.items() if k != 'projection'})
         params = self._all_params()
         if proj['state'] and max(int(k) for k in proj['state']) >= len(params):
             raise ValueError(f'{type(self).__name__}: the saved state has more parameters '

@@ -667,12 +667,12 @@ def profile_pieces(arch: str, device: str, repeats: int) -> List[Tuple[str, floa
     scratch = [o.clone() for o in offsets]
     add('g += lam*d: _foreach_mul_ + _foreach_add_ (scratch offsets)', lambda: (
         torch._foreach_mul_(scratch, lam), torch._foreach_add_(grads, scratch)))
-    add('full digrap_project_ (step 3, store_projection)', lambda: core.digrap_project_(
-        grads, torch._foreach_sub([p.detach() for p in params], anchors), omega, m, v, step=3,
-        mu=0.5, prev_proj=prev, offsets_writable=True))
+    add('full digrap_project_ (step 3, d written into the P buffers)', lambda: core.digrap_project_(
+        grads, [torch.sub(p.detach(), a, out=b) for p, a, b in zip(params, anchors, prev)],
+        omega, m, v, coef, step=3, mu=0.5, proj_out=prev))
     add('full digrap_project_ (step 3, lean)', lambda: core.digrap_project_(
-        grads, torch._foreach_sub([p.detach() for p in params], anchors), omega, m, v, step=3,
-        mu=0.5, prev_coef=coef, offsets_writable=True))
+        grads, torch._foreach_sub([p.detach() for p in params], anchors), omega, m, v, coef,
+        step=3, mu=0.5))
 
     # ---- alternatives
     def row_bmm(gs, ps):
