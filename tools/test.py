@@ -5,6 +5,7 @@
 #   * ``setup_cpu_distributed`` so ``--launcher pytorch|slurm|mpi`` also works without CUDA
 #     (gloo + device_ids=None; mmengine 0.10.7 would call torch.cuda.set_device and crash).
 import argparse
+import sys
 import os
 import os.path as osp
 from copy import deepcopy
@@ -160,6 +161,11 @@ def merge_args(cfg, args):
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    # the CHECKPOINT argument is what is evaluated, whatever --cfg-options says
+    if cfg.load_from != args.checkpoint:
+        print(f'tools/test.py: ignoring load_from={cfg.load_from!r} from --cfg-options; '
+              f'evaluating the CHECKPOINT argument {args.checkpoint!r}', file=sys.stderr)
+        cfg.load_from = args.checkpoint
 
     return cfg
 

@@ -9,12 +9,13 @@ from .optim_wrapper import (CPUCompatibleAmpOptimWrapper, DiGraPAmpOptimWrapper,
                             DiGraPOptimWrapper, GradientProjectionOptimWrapperMixin,
                             register_method_wrappers)
 from .runtime import enable_trusted_checkpoint_loading, setup_cpu_distributed
+from .wise_ft import WiSEFTHook, interpolate_state_dicts
 
 __all__ = [
     'DiGraPHook', 'find_pretrained_source', 'CPUCompatibleAmpOptimWrapper',
     'DiGraPAmpOptimWrapper', 'DiGraPOptimWrapper', 'GradientProjectionOptimWrapperMixin',
     'register_method_wrappers', 'enable_trusted_checkpoint_loading', 'setup_cpu_distributed',
-    'TPGMHook', 'L2SPOptimWrapper', 'L2SPAmpOptimWrapper', 'FTPOptimWrapper',
+    'WiSEFTHook', 'interpolate_state_dicts', 'TPGMHook', 'L2SPOptimWrapper', 'L2SPAmpOptimWrapper', 'FTPOptimWrapper',
     'FTPAmpOptimWrapper', 'SPDOptimWrapper', 'SPDAmpOptimWrapper', 'TPGMOptimWrapper',
     'TPGMAmpOptimWrapper', 'FixedDiGraPOptimWrapper', 'FixedDiGraPAmpOptimWrapper'
 ]
