@@ -1,0 +1,9 @@
+# FTP, Fast Trainable Projection (spec 4.5, AdamP): after each base step, projects every
+# tensor back into a ball around theta0 whose radius is trained by a hyper-Adam.
+# k in [0, 1]: 1 = strongest regularisation, 0 = the radius can only grow.
+# Knobs: --cfg-options optim_wrapper.ftp.k=0.5
+optim_wrapper = dict(
+    type='FTPOptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.0),
+    ftp=dict(k=1.0, exclude=[r'^head\.'], anchor='pretrained'))
+custom_hooks = [dict(type='DiGraPHook', log_interval=50)]
