@@ -5,8 +5,8 @@
 Reads the per-layer scalars that ``DiGraPHook`` writes through the mmengine visualizer
 (``WORK_DIR/<timestamp>/vis_data/scalars.json``, keys ``omega/<param name>``; every timestamp
 folder of the work dir is read, so a resumed run continues the same curves) and draws one
-line per parameter tensor, coloured by depth (order of first appearance), with the mean in
-black. Writes ``WORK_DIR/omega.png`` unless ``--out`` is given.
+heat map (one row per parameter tensor, input to output) above the mean omega, its
+inter-quartile band and the fraction of tensors above 0.5. Writes ``WORK_DIR/omega.png`` unless ``--out`` is given.
 """
 import argparse
 import glob
@@ -47,25 +47,42 @@ def load_omegas(work_dir, key_prefix='omega/'):
 
 
 def plot(curves, out, title=''):
-    """Draw ``curves`` ({name: [(step, value)]}) to the PNG ``out``."""
+    """Draw ``curves`` ({name: [(step, value)]}) to the PNG ``out``.
+
+    Top: a heat map, one row per tensor (input -> output), one column per logged step.
+    Bottom: the mean over tensors with its 25-75 % band, and the fraction of tensors at
+    omega > 0.5.
+    """
+    import numpy as np
     names = list(curves)
-    cmap = plt.get_cmap('viridis')
-    fig, ax = plt.subplots(figsize=(9, 5))
-    steps_all = sorted({s for c in curves.values() for s, _ in c})
+    steps = sorted({s for c in curves.values() for s, _ in c})
+    col = {s: j for j, s in enumerate(steps)}
+    grid = np.full((len(names), len(steps)), np.nan)
     for i, name in enumerate(names):
-        s, v = zip(*curves[name])
-        ax.plot(s, v, color=cmap(i / max(len(names) - 1, 1)), lw=0.8, alpha=0.6)
-    mean = [sum(dict(c).get(t, 0.0) for c in curves.values()) / len(curves) for t in steps_all]
-    ax.plot(steps_all, mean, color='k', lw=2.2, label=f'mean over {len(names)} tensors')
-    ax.set_xlabel('iteration')
-    ax.set_ylabel('projection strength omega')
-    ax.set_ylim(-0.02, max(1.02, max(v for c in curves.values() for _, v in c) + 0.02))
-    ax.set_title(title or 'DiGraP per-layer omega (colour: depth, first -> last)')
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, len(names) - 1))
-    fig.colorbar(sm, ax=ax, label='tensor index (input -> output)')
-    ax.legend(loc='upper left')
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+        for s, v in curves[name]:
+            grid[i, col[s]] = v
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, layout='constrained',
+                                   gridspec_kw=dict(height_ratios=[3, 2]))
+    x = np.asarray(steps, dtype=float)
+    half = np.diff(x).min() / 2 if len(x) > 1 else 0.5
+    edges = np.concatenate([x - half, [x[-1] + half]])
+    im = ax1.pcolormesh(edges, np.arange(len(names) + 1) - 0.5, grid, cmap='viridis', vmin=0,
+                        vmax=max(1.0, float(np.nanmax(grid))), shading='flat')
+    ax1.invert_yaxis()
+    ax1.set_ylabel(f'tensor ({len(names)}, input -> output)')
+    ax1.set_title(title or 'DiGraP projection strength omega per layer')
+    fig.colorbar(im, ax=[ax1, ax2], label='omega', shrink=0.6)
+    mean = np.nanmean(grid, 0)
+    q25, q75 = np.nanpercentile(grid, 25, 0), np.nanpercentile(grid, 75, 0)
+    ax2.fill_between(x, q25, q75, color='tab:blue', alpha=0.25, label='25-75 % of tensors')
+    ax2.plot(x, mean, color='k', lw=2, label='mean omega')
+    ax2.plot(x, np.nanmean(grid > 0.5, 0), color='tab:orange', lw=1.2,
+             label='fraction with omega > 0.5')
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_xlabel('iteration')
+    ax2.set_ylabel('omega')
+    ax2.legend(loc='upper left', fontsize=8)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
 
