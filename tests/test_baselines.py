@@ -20,20 +20,10 @@ import mmdigrap.engine.baseline_wrappers as bw
 from mmdigrap.core.baselines import ftp_project_, mars_row_norms, tpgm_norms
 from mmdigrap.optim.baselines import FTP, L2SP, SPD, TPGM, FixedDiGraP
 
-from reference import ReferenceDiGraPAdam
+from reference import ReferenceDiGraPAdam, batches, make_mlp
 from reference_baselines import (ReferenceAdamSPD, ReferenceFTP, ReferenceL2SPAdam,
                                  ReferenceTPGMTrainer)
 
-
-def make_mlp(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
-
-
-def batches(n, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(16, 6, generator=g, dtype=dtype),
-             torch.randint(0, 3, (16,), generator=g)) for _ in range(n)]
 
 
 def backward(model, x, y):

@@ -9,18 +9,8 @@ import torch.nn as nn
 from mmdigrap import DiGraP
 from mmdigrap.core import digrap_project_, hypergradient
 
-from reference import ReferenceDiGraPAdam
+from reference import ReferenceDiGraPAdam, batches, make_mlp
 
-
-def make_mlp(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
-
-
-def batches(n, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(16, 6, generator=g, dtype=dtype),
-             torch.randint(0, 3, (16,), generator=g)) for _ in range(n)]
 
 
 def train(model, opt, data):
