@@ -136,7 +136,9 @@ def _vqa_batch(model, step):
         ds.set_field(a, 'gt_answer')
         ds.set_field([1.0 / len(a)] * len(a), 'gt_answer_weight')
         samples.append(ds)
-    return dict(inputs=inputs, data_samples=samples)
+    # MultiModalDataPreprocessor reads a list as frames of one clip: VQA configs collate with
+    # default_collate, i.e. one stacked (B, 3, H, W) tensor
+    return dict(inputs=torch.stack(inputs), data_samples=samples)
 
 
 def _det_batch(model, step):
