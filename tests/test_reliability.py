@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
 
 pytest.importorskip('mmengine')
 

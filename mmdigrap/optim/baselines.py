@@ -252,7 +252,7 @@ class FTP(GradientProjectionOptimizer):
 
     def radii(self) -> Dict[str, float]:
         """{parameter name: gamma} for every tensor with FTP state (one host sync)."""
-        return _scalar_table(self, 'ftp_gamma')
+        return self.scalar_state('ftp_gamma')
 
 
 # --------------------------------------------------------------------------------------- SPD
@@ -528,15 +528,7 @@ class TPGM(GradientProjectionOptimizer):
 
     def radii(self) -> Dict[str, float]:
         """{parameter name: gamma} for every tensor with TPGM state (one host sync)."""
-        return _scalar_table(self, 'tpgm_gamma')
-
-
-def _scalar_table(opt: GradientProjectionOptimizer, key: str) -> Dict[str, float]:
-    items = [(p, st[key]) for p, st in opt.state.items() if key in st]
-    if not items:
-        return {}
-    vals = torch.stack([w.to(items[0][1].device) for _, w in items]).tolist()
-    return {opt.param_name(p): v for (p, _), v in zip(items, vals)}
+        return self.scalar_state('tpgm_gamma')
 
 
 # -------------------------------------------------------------------------------- FixedDiGraP

@@ -162,8 +162,4 @@ class DiGraP(GradientProjectionOptimizer):
 
         Names come from ``named_parameters`` / :meth:`set_param_names`, else ``'param<i>'``.
         """
-        items = [(p, st['omega']) for p, st in self.state.items() if 'omega' in st]
-        if not items:
-            return {}
-        vals = torch.stack([w.to(items[0][1].device) for _, w in items]).tolist()
-        return {self.param_name(p): v for (p, _), v in zip(items, vals)}
+        return self.scalar_state('omega')

@@ -6,7 +6,6 @@ The wrapper shares ``param_groups`` with the base (LR schedulers, ``paramwise_cf
 per-parameter state (anchors, omegas, ...) keyed by parameter, never by position.
 """
 import copy
-import warnings
 from collections import OrderedDict, defaultdict
 from itertools import chain
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -202,14 +201,14 @@ class GradientProjectionOptimizer(Optimizer):
         self._anchors(params)
         return len(params) if self.anchor_policy.stored else 0
 
-    def distance_to_anchor(self) -> Dict[str, float]:
-        """{name: ||theta - theta0||_2} for managed tensors that have state (one host sync)."""
-        params = [p for p in self._all_params() if p in self.state and not self.is_excluded(p)]
-        if not params:
+    def scalar_state(self, key: str) -> Dict[str, float]:
+        """{parameter name: value} of the 0-d state ``key`` (e.g. ``'omega'``) of every tensor
+        that has it, in one host sync (for logging, never called by ``step``)."""
+        items = [(p, st[key]) for p, st in self.state.items() if key in st]
+        if not items:
             return {}
-        d, _ = self.anchor_policy.offsets(params, self._anchors(params))
-        norms = torch.stack([n.to(params[0].device) for n in torch._foreach_norm(d)]).tolist()
-        return {self.param_name(p): v for p, v in zip(params, norms)}
+        vals = torch.stack([w.to(items[0][1].device) for _, w in items]).tolist()
+        return {self.param_name(p): v for (p, _), v in zip(items, vals)}
 
     # ------------------------------------------------------------------------------- step
     def _pre_step(self, params: List[Tensor], grads: List[Tensor]) -> None:
