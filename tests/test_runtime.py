@@ -30,16 +30,20 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import mmdigrap  # noqa: E402,F401  (installs the checkpoint fix)
-import _toy  # noqa: E402,F401  (registers MMDiGraPToy*)
 import mmengine.runner.checkpoint as mm_ckpt  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+import mmdigrap  # noqa: E402,F401  (installs the checkpoint fix)
 from mmdigrap.engine.runtime import (  # noqa: E402
-    disable_trusted_checkpoint_loading, enable_trusted_checkpoint_loading,
-    setup_cpu_distributed, trusted_checkpoint_loading_enabled)
+    disable_trusted_checkpoint_loading,
+    enable_trusted_checkpoint_loading,
+    setup_cpu_distributed,
+    trusted_checkpoint_loading_enabled,
+)
+
+import _toy  # noqa: E402,F401  (registers MMDiGraPToy*)
 
 TORCH_GE_26 = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]) >= (2, 6)
 

@@ -7,10 +7,18 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-import _toy  # noqa: F401  (registers the toy model / dataset / metric)
 import mmdigrap  # noqa: F401
-from mmdigrap.engine.wise_ft import (WiSEFTHook, interpolate_state_dicts, parse_alphas,
-                                     pretrained_prefixes, select_alpha, wise_ft_markdown)
+from mmdigrap.engine.wise_ft import (
+    WiSEFTHook,
+    interpolate_state_dicts,
+    parse_alphas,
+    pretrained_prefixes,
+    select_alpha,
+    wise_ft_markdown,
+)
+
+import _toy  # noqa: F401  (registers the toy model / dataset / metric)
+from test_evaluation import md_rows
 
 
 def _sd(**kw):
@@ -79,7 +87,9 @@ def test_select_alpha_rules_and_markdown():
     with pytest.raises(ValueError, match='not in the validation'):
         select_alpha(rows, 'nope')
     md = wise_ft_markdown(rows, sel)
-    assert '| 0.5 | 85 **(selected)** |' in md and 'alpha = 0 is the fine-tuned' in md
+    assert md_rows(md) == [['alpha (weight of theta0)', 'val acc'], ['0', '80'],
+                           ['0.5', '85 **(selected)**'], ['1', '85']]
+    assert 'alpha = 0 is the fine-tuned' in md
     with pytest.raises(ValueError, match="select_on must be 'val'"):
         WiSEFTHook(select_on='test')
 

@@ -3,7 +3,7 @@
 For every class c the head row is ``logit_scale * normalize(mean_t normalize(text(t(c))))``:
 the L2-normalised CLIP text embeddings of the prompt templates t filled with the class name,
 averaged, normalised again, times CLIP's (exponentiated) logit scale. With
-``CLIPClsHead`` (``mmdigrap.evaluation.imagenet_variants``), whose logits are
+``CLIPClsHead`` (``mmdigrap.models.heads``), whose logits are
 ``fc(normalize(x @ proj))``, the resulting classifier *is* CLIP zero-shot: the starting point
 of WiSE-FT / FTP / TPGM / DiGraP fine-tuning of CLIP ViT-B/16.
 
@@ -14,7 +14,7 @@ The text tower is mmpretrain's CLIP text transformer (``ResidualAttentionBlock``
 
 Input: a CLIP checkpoint with mmpretrain's keys (the output of mmpretrain's
 ``tools/model_converters/openai-clip_to_mmpretrain-clip.py``), or OpenAI's own state dict /
-TorchScript ``ViT-B-16.pt`` (converted on the fly with the same converter).
+TorchScript ``ViT-B-16.pt`` (converted on the fly by running that converter script).
 
 Output (default): a full ``ImageClassifier`` checkpoint for ``load_from``:
 ``backbone.*`` (from ``visual.*``), ``head.proj`` (from ``visual_proj.proj``),
@@ -37,7 +37,9 @@ import importlib.util
 import math
 import os
 import os.path as osp
+import subprocess
 import sys
+import tempfile
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -114,8 +116,7 @@ def read_class_names(spec: str) -> List[str]:
     names (``_`` -> space) ordered by label.
     """
     if spec in ('imagenet', 'cifar100'):
-        from mmpretrain.datasets.categories import (CIFAR100_CATEGORIES,
-                                                    IMAGENET_SIMPLE_CATEGORIES)
+        from mmpretrain.datasets.categories import CIFAR100_CATEGORIES, IMAGENET_SIMPLE_CATEGORIES
         if spec == 'imagenet':
             return list(IMAGENET_SIMPLE_CATEGORIES)
         return [' '.join(c.split('_')) for c in CIFAR100_CATEGORIES]
@@ -148,16 +149,32 @@ def load_clip_state_dict(path: str) -> 'OrderedDict[str, torch.Tensor]':
         obj = obj.state_dict()
     sd = obj.get('state_dict', obj) if isinstance(obj, dict) else obj
     if 'visual.conv1.weight' in sd or 'visual.transformer.resblocks.0.ln_1.weight' in sd:
-        conv = _load_module_from_file(
-            '_mmdigrap_openai_clip_converter',
-            _package_file('mmpretrain', '.mim', 'tools', 'model_converters',
-                          'openai-clip_to_mmpretrain-clip.py'))
-        sd = conv.convert_clip(sd)
+        sd = _convert_openai_clip(sd)
     missing = [k for k in ('token_embedding.weight', 'positional_embedding', 'ln_final.weight',
                            'text_projection', 'logit_scale') if k not in sd]
     if missing:
         raise KeyError(f'{path}: not a CLIP checkpoint, missing {missing}')
     return OrderedDict((k, v) for k, v in sd.items())
+
+
+def _convert_openai_clip(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """OpenAI CLIP keys -> mmpretrain keys, by running mmpretrain's converter script
+    (``tools/model_converters/openai-clip_to_mmpretrain-clip.py SRC DST``) on a temporary copy.
+
+    Raises:
+        RuntimeError: the converter failed (its output is in the message).
+    """
+    script = _package_file('mmpretrain', '.mim', 'tools', 'model_converters',
+                           'openai-clip_to_mmpretrain-clip.py')
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = osp.join(tmp, 'openai.pth'), osp.join(tmp, 'mmpretrain.pth')
+        torch.save(dict(sd), src)
+        proc = subprocess.run([sys.executable, script, src, dst], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f'{script} failed ({proc.returncode}):\n{proc.stdout}'
+                               f'{proc.stderr}')
+        return torch.load(dst, map_location='cpu', weights_only=True)
 
 
 class CLIPTextTower(nn.Module):

@@ -3,21 +3,25 @@
 #   * ``import mmdigrap`` (registers mmdigrap's modules and installs the torch>=2.6
 #     ``weights_only`` fix, without which mmengine cannot load its own checkpoints);
 #   * ``setup_cpu_distributed`` so ``--launcher pytorch|slurm|mpi`` also works without CUDA
-#     (gloo + device_ids=None; mmengine 0.10.7 would call torch.cuda.set_device and crash).
+#     (gloo + device_ids=None; mmengine 0.10.7 would call torch.cuda.set_device and crash);
+#   * ``persistent_workers`` is switched off for a test loader with ``num_workers=0``.
+# The parts shared with tools/train.py live in mmdigrap/engine/launch.py.
 import argparse
-import sys
 import os
-import os.path as osp
+import sys
 from copy import deepcopy
 
 import mmengine
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
-from mmdigrap.engine.runtime import setup_cpu_distributed
+from mmdigrap.engine.launch import (
+    apply_dataloader_defaults,
+    build_runner,
+    fix_persistent_workers,
+    resolve_work_dir,
+)
 
 
 def parse_args():
@@ -96,13 +100,7 @@ def merge_args(cfg, args):
     cfg.launcher = args.launcher
 
     # work_dir is determined in this priority: CLI > segment in file > filename
-    if args.work_dir is not None:
-        # update configs according to CLI args if args.work_dir is not None
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        # use config filename as default work_dir if cfg.work_dir is None
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    resolve_work_dir(cfg, args.work_dir, args.config)
 
     cfg.load_from = args.checkpoint
 
@@ -143,21 +141,9 @@ def merge_args(cfg, args):
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
     # ----------------- Default dataloader args -----------------
-    default_dataloader_cfg = ConfigDict(
-        pin_memory=True,
-        collate_fn=dict(type='default_collate'),
-    )
-
-    def set_default_dataloader_cfg(cfg, field):
-        if cfg.get(field, None) is None:
-            return
-        dataloader_cfg = deepcopy(default_dataloader_cfg)
-        dataloader_cfg.update(cfg[field])
-        cfg[field] = dataloader_cfg
-        if args.no_pin_memory:
-            cfg[field]['pin_memory'] = False
-
-    set_default_dataloader_cfg(cfg, 'test_dataloader')
+    apply_dataloader_defaults(
+        cfg, dict(pin_memory=True, collate_fn=dict(type='default_collate')),
+        fields=('test_dataloader', ), no_pin_memory=args.no_pin_memory)
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -166,6 +152,7 @@ def merge_args(cfg, args):
         print(f'tools/test.py: ignoring load_from={cfg.load_from!r} from --cfg-options; '
               f'evaluating the CHECKPOINT argument {args.checkpoint!r}', file=sys.stderr)
         cfg.load_from = args.checkpoint
+    fix_persistent_workers(cfg, ('test_dataloader', ))
 
     return cfg
 
@@ -183,18 +170,9 @@ def main():
     # merge cli arguments to config
     cfg = merge_args(cfg, args)
 
-    # CPU-only host + --launcher pytorch/slurm/mpi: gloo process group and a CPU DDP wrapper
-    # (no-op with CUDA or --launcher none)
-    setup_cpu_distributed(cfg, args.launcher)
-
-    # build the runner from config
-    if 'runner_type' not in cfg:
-        # build the default runner
-        runner = Runner.from_cfg(cfg)
-    else:
-        # build customized runner from the registry
-        # if 'runner_type' is set in the cfg
-        runner = RUNNERS.build(cfg)
+    # build the runner (Runner.from_cfg, or RUNNERS.build with runner_type); on a CPU-only
+    # host with --launcher pytorch/slurm/mpi: gloo process group and a CPU DDP wrapper first
+    runner = build_runner(cfg, args.launcher)
 
     if args.out and args.out_item in ['pred', None]:
         runner.test_evaluator.metrics.append(

@@ -9,21 +9,21 @@
 #     it is applied after ``--cfg-options`` so it sees the finally configured wrapper type;
 #   * the ``persistent_workers=True`` default is not applied to loaders with ``num_workers=0``
 #     (torch's DataLoader raises ValueError for that combination).
+# The parts shared with tools/test.py live in mmdigrap/engine/launch.py.
 import argparse
 import os
-import os.path as osp
 import warnings
-from copy import deepcopy
 
 import torch
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-from mmengine.utils import digit_version
-from mmengine.utils.dl_utils import TORCH_VERSION
+from mmengine.config import Config, DictAction
 
 import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
-from mmdigrap.engine.runtime import setup_cpu_distributed
+from mmdigrap.engine.launch import (
+    apply_dataloader_defaults,
+    build_runner,
+    fix_persistent_workers,
+    resolve_work_dir,
+)
 
 
 def parse_args():
@@ -138,13 +138,7 @@ def merge_args(cfg, args):
     cfg.launcher = args.launcher
 
     # work_dir is determined in this priority: CLI > segment in file > filename
-    if args.work_dir is not None:
-        # update configs according to CLI args if args.work_dir is not None
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        # use config filename as default work_dir if cfg.work_dir is None
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    resolve_work_dir(cfg, args.work_dir, args.config)
 
     # resume training
     if args.resume == 'auto':
@@ -159,28 +153,10 @@ def merge_args(cfg, args):
         cfg.auto_scale_lr.enable = True
 
     # set dataloader args
-    default_dataloader_cfg = ConfigDict(
-        pin_memory=True,
-        persistent_workers=True,
-        collate_fn=dict(type='default_collate'),
-    )
-    if digit_version(TORCH_VERSION) < digit_version('1.8.0'):
-        default_dataloader_cfg.persistent_workers = False
-
-    def set_default_dataloader_cfg(cfg, field):
-        if cfg.get(field, None) is None:
-            return
-        dataloader_cfg = deepcopy(default_dataloader_cfg)
-        dataloader_cfg.update(cfg[field])
-        cfg[field] = dataloader_cfg
-        if args.no_pin_memory:
-            cfg[field]['pin_memory'] = False
-        if args.no_persistent_workers:
-            cfg[field]['persistent_workers'] = False
-
-    set_default_dataloader_cfg(cfg, 'train_dataloader')
-    set_default_dataloader_cfg(cfg, 'val_dataloader')
-    set_default_dataloader_cfg(cfg, 'test_dataloader')
+    apply_dataloader_defaults(
+        cfg, dict(pin_memory=True, persistent_workers=True,
+                  collate_fn=dict(type='default_collate')),
+        no_pin_memory=args.no_pin_memory, no_persistent_workers=args.no_persistent_workers)
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -204,11 +180,7 @@ def merge_args(cfg, args):
                               'DiGraPAmpOptimWrapper')
 
     # torch's DataLoader raises "persistent_workers option needs num_workers > 0"
-    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg.get(field, None)
-        if loader is not None and loader.get('num_workers', 0) == 0 \
-                and loader.get('persistent_workers', False):
-            loader.persistent_workers = False
+    fix_persistent_workers(cfg)
 
     return cfg
 
@@ -222,18 +194,9 @@ def main():
     # merge cli arguments to config
     cfg = merge_args(cfg, args)
 
-    # CPU-only host + --launcher pytorch/slurm/mpi: gloo process group and a CPU DDP wrapper
-    # (no-op with CUDA or --launcher none)
-    setup_cpu_distributed(cfg, args.launcher)
-
-    # build the runner from config
-    if 'runner_type' not in cfg:
-        # build the default runner
-        runner = Runner.from_cfg(cfg)
-    else:
-        # build customized runner from the registry
-        # if 'runner_type' is set in the cfg
-        runner = RUNNERS.build(cfg)
+    # build the runner (Runner.from_cfg, or RUNNERS.build with runner_type); on a CPU-only
+    # host with --launcher pytorch/slurm/mpi: gloo process group and a CPU DDP wrapper first
+    runner = build_runner(cfg, args.launcher)
 
     # start training
     runner.train()

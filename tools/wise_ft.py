@@ -6,7 +6,7 @@ mixing coefficient on the ID validation set, test the chosen model on ID + OOD.
                             [--skip REGEX ...] [--test-all] [--no-test] [--save-all]
                             [--cfg-options KEY=VALUE ...]
 
-Convention (digrap_spec.md 4.3): ``alpha`` is the weight of the PRE-TRAINED model,
+Convention (docs/algorithm.md, section "WiSE-FT"): ``alpha`` is the weight of the PRE-TRAINED model,
 
     theta(alpha) = alpha * theta0 + (1 - alpha) * theta_ft
 
@@ -42,23 +42,27 @@ import json
 import os
 import os.path as osp
 import re
-import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from mmengine.config import Config, DictAction
+from mmengine.runner.checkpoint import (
+    _load_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    weights_to_cpu,
+)
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.model import is_model_wrapper  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-from mmengine.runner.checkpoint import (_load_checkpoint, load_checkpoint,  # noqa: E402
-                                        save_checkpoint, weights_to_cpu)
-
-import mmdigrap  # noqa: E402,F401  (registers modules + trusted checkpoint loading)
-from mmdigrap.engine.wise_ft import (interpolate_state_dicts, parse_alphas,  # noqa: E402
-                                     pretrained_prefixes, select_alpha, wise_ft_markdown)
+import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
+from mmdigrap.engine.launch import build_runner as _build_runner
+from mmdigrap.engine.launch import fix_persistent_workers
+from mmdigrap.engine.wise_ft import (
+    interpolate_state_dicts,
+    parse_alphas,
+    pretrained_prefixes,
+    select_alpha,
+    wise_ft_markdown,
+)
+from mmdigrap.utils import markdown_table, unwrap_model
 
 
 def parse_args(argv=None):
@@ -89,10 +93,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _unwrap(model):
-    return model.module if is_model_wrapper(model) else model
-
-
 def _clone(state):
     return {k: v.detach().clone() for k, v in state.items()}
 
@@ -106,19 +106,16 @@ def build_runner(args):
     cfg.resume = False
     cfg.custom_hooks = []
     cfg.launcher = 'none'
-    for field in ('val_dataloader', 'test_dataloader'):
-        loader = cfg.get(field, None)
-        if loader is not None and loader.get('num_workers', 0) == 0:
-            loader.persistent_workers = False
+    fix_persistent_workers(cfg, ('val_dataloader', 'test_dataloader'))
     if cfg.get('val_dataloader') is None or cfg.get('val_evaluator') is None:
         raise SystemExit('wise_ft: the config has no val_dataloader/val_evaluator to choose '
                          'alpha on (a held-out ID split; never the test set)')
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    return _build_runner(cfg)
 
 
 def pretrained_state(runner, args):
     """(theta0 restricted to the keys that have a pre-trained value, description)."""
-    model = _unwrap(runner.model)
+    model = unwrap_model(runner.model)
     if args.pretrained:
         ckpt = _load_checkpoint(args.pretrained, map_location='cpu')
         sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
@@ -171,7 +168,7 @@ def main(argv=None):
     os.makedirs(args.work_dir, exist_ok=True)
     t_start = time.time()
     runner = build_runner(args)
-    model = _unwrap(runner.model)
+    model = unwrap_model(runner.model)
     theta0, source = pretrained_state(runner, args)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
                     revise_keys=[(r'^module\.', '')])
@@ -231,14 +228,15 @@ def main(argv=None):
           'pre-trained value kept fine-tuned.', '',
           wise_ft_markdown(rows, selected, title='alpha chosen on the val set')]
     if tests:
-        md += ['**Test (ID + OOD), top-1 %**', '', '| alpha | ID | mean OOD | worst OOD |',
-               '|---:|---:|---:|---:|']
+        rows_md = []
         for key in sorted(tests, key=float):
             m = tests[key]['summary'] or {}
-            sel = ' (selected)' if float(key) == best else ''
-            md.append(f'| {key}{sel} | ' + ' | '.join(
+            rows_md.append([key + (' (selected)' if float(key) == best else '')] + [
                 '-' if m.get(k) is None else f'{m[k]:.2f}'
-                for k in ('id', 'ood_mean', 'ood_worst')) + ' |')
+                for k in ('id', 'ood_mean', 'ood_worst')])
+        md += ['**Test (ID + OOD), top-1 %**', '',
+               markdown_table(['alpha', 'ID', 'mean OOD', 'worst OOD'], rows_md,
+                              align=['r'] * 4)]
     with open(osp.join(args.work_dir, 'wise_ft.md'), 'w') as f:
         f.write('\n'.join(md) + '\n')
     print('\n'.join(md))

@@ -4,7 +4,7 @@ Two entry points:
 
 * :func:`require_data_root` -- raise ``FileNotFoundError`` naming the folder (or file) that was
   expected and how to get / point at it. Used by this plugin's own datasets
-  (:class:`mmdigrap.evaluation.imagenet_variants.ImageNetVariant`).
+  (:class:`mmdigrap.datasets.ImageNetVariant`).
 * :func:`check_config_data` / ``python -m mmdigrap.datasets.checks CONFIG`` -- walk the
   train/val/test dataloaders of a config *without building them* and report every
   ``data_root``, ``ann_file``, ``question_file`` and image folder that does not exist, with a

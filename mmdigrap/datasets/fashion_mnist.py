@@ -11,7 +11,7 @@ Registered in mmpretrain's ``DATASETS``:
 * :class:`FashionMNISTCorrupted`: the test split with one corruption of
   :mod:`mmdigrap.datasets.corruptions` at one severity, cached once as a ``.npz``.
 * :class:`FashionMNISTIDOOD`: ID test set + a grid of corrupted sets in one dataset (an
-  :class:`~mmdigrap.evaluation.IDOODConcatDataset`) for the ``IDOODAccuracy`` metric.
+  :class:`~mmdigrap.datasets.IDOODConcatDataset`) for the ``IDOODAccuracy`` metric.
 
 Samples reach the pipeline as ``dict(img=HxWx3 uint8 (grey repeated on 3 channels), gt_label=
 int, orig_idx=index in the idx file, img_shape=(H, W), ori_shape=(H, W), sample_idx=...)``, so
@@ -34,8 +34,8 @@ from mmpretrain.datasets import BaseDataset
 from mmpretrain.datasets.categories import FASHIONMNIST_CATEGORITES
 from mmpretrain.registry import DATASETS
 
-from ..evaluation.id_ood import IDOODConcatDataset
 from . import corruptions as C
+from .id_ood import IDOODConcatDataset
 
 __all__ = [
     'FashionMNISTIdx', 'FashionMNISTCorrupted', 'FashionMNISTIDOOD', 'IdxFileError', 'read_idx',

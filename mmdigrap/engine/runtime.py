@@ -132,7 +132,8 @@ def _cfg_get(cfg, key, default=None):
 
 
 def _env_from_slurm(port=None):
-    """Set RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT like mmengine's ``_init_dist_slurm``."""
+    """Set RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT as mmengine's
+    ``_init_dist_slurm`` does."""
     proc_id = int(os.environ['SLURM_PROCID'])
     ntasks = int(os.environ['SLURM_NTASKS'])
     node_list = os.environ['SLURM_NODELIST']
@@ -199,8 +200,9 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
     2. ``cfg.env_cfg.dist_cfg.backend = 'gloo'`` (what is actually in use, for the logs);
     3. ``cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
        broadcast_buffers=False)`` unless the config sets ``model_wrapper_cfg``; if it does and the
-       wrapper is a DDP subclass, ``device_ids=None`` is added when absent (else ``Runner.wrap_model``
-       would inject ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU modules).
+       wrapper is a DDP subclass, ``device_ids=None`` is added when absent (else
+       ``Runner.wrap_model`` would inject ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU
+       modules).
 
     Why: mmengine 0.10.7 bugs, design doc section 4b. No site-packages patch is needed.
 

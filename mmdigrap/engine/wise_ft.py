@@ -1,7 +1,7 @@
 """WiSE-FT (Wortsman et al., CVPR 2022): weight-space ensembles of the pre-trained and the
-fine-tuned model (digrap_spec.md section 4.3).
+fine-tuned model (``docs/algorithm.md``, section "WiSE-FT").
 
-**Convention (spec 4.3, the DiGraP authors' code):** ``alpha`` is the weight of the
+**Convention (the DiGraP authors' code):** ``alpha`` is the weight of the
 **pre-trained** model::
 
     theta(alpha) = alpha * theta0 + (1 - alpha) * theta_ft
@@ -37,10 +37,11 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
 from torch import Tensor
+
+from ..utils import markdown_table, unwrap_model
 
 __all__ = ['interpolate_state_dicts', 'pretrained_prefixes', 'select_alpha', 'parse_alphas',
            'wise_ft_markdown', 'WiSEFTHook']
@@ -62,7 +63,9 @@ def _skip_fn(skip: SkipSpec) -> Callable[[str], bool]:
 
 def interpolate_state_dicts(theta0: Mapping[str, Tensor], theta_ft: Mapping[str, Tensor],
                             alpha: float, skip: SkipSpec = None) -> 'OrderedDict[str, Tensor]':
-    """WiSE-FT interpolation ``alpha * theta0 + (1 - alpha) * theta_ft`` (spec 4.3).
+    """WiSE-FT interpolation ``alpha * theta0 + (1 - alpha) * theta_ft``.
+
+    Source: ``docs/algorithm.md``, section "WiSE-FT" (the weight is on the pre-trained model).
 
     ``alpha`` weighs the **pre-trained** weights: 0 returns the fine-tuned model, 1 the
     pre-trained one (for the keys that are not skipped). Exact at both ends (``torch.lerp``).
@@ -209,21 +212,24 @@ def select_alpha(rows: Sequence[Mapping], metric: Optional[str] = None,
 
 def wise_ft_markdown(rows: Sequence[Mapping], selected: Mapping,
                      title: Optional[str] = None) -> str:
-    """A markdown table ``alpha -> validation metric`` with the selected row in bold."""
+    """A markdown table ``alpha -> validation metric``, the selected row marked in bold.
+
+    Args:
+        rows: ``dict(alpha, metrics={...})`` per alpha, as :func:`select_alpha` takes them.
+        selected: the result of :func:`select_alpha` (``metric`` and ``index`` are used).
+        title: optional bold line above the table.
+    """
     metric = selected['metric']
+    cells = [[f"{float(row['alpha']):g}",
+              f"{float(row['metrics'][metric]):.4g}"
+              + (' **(selected)**' if i == selected['index'] else '')]
+             for i, row in enumerate(rows)]
     lines = [f'**{title}**', ''] if title else []
-    lines += [f'| alpha (weight of theta0) | val {metric} |', '|---:|---:|']
-    for i, row in enumerate(rows):
-        v = float(row['metrics'][metric])
-        mark = ' **(selected)**' if i == selected['index'] else ''
-        lines.append(f"| {float(row['alpha']):g} | {v:.4g}{mark} |")
-    lines += ['', 'theta(alpha) = alpha * theta0 + (1 - alpha) * theta_ft: alpha = 0 is the '
+    lines += [markdown_table(['alpha (weight of theta0)', f'val {metric}'], cells,
+                             align=['r', 'r']), '',
+              'theta(alpha) = alpha * theta0 + (1 - alpha) * theta_ft: alpha = 0 is the '
               'fine-tuned model, 1 the pre-trained one.']
     return '\n'.join(lines) + '\n'
-
-
-def _unwrap(model):
-    return model.module if is_model_wrapper(model) else model
 
 
 def _cpu_clone(state: Mapping[str, Tensor]) -> 'OrderedDict[str, Tensor]':
@@ -322,7 +328,7 @@ class WiSEFTHook(Hook):
             self.theta0_file = path
             runner.logger.info(f'WiSEFTHook: theta0 restored from {path}')
             return
-        self.theta0 = _cpu_clone(_unwrap(runner.model).state_dict())
+        self.theta0 = _cpu_clone(unwrap_model(runner.model).state_dict())
         if self.save_theta0:
             self.theta0_file = osp.join(runner.work_dir, 'wise_ft_theta0.pth')
             if is_main_process():
@@ -341,7 +347,7 @@ class WiSEFTHook(Hook):
                 'WiSEFTHook selects alpha on the validation set, but the run has no val loop: '
                 'give it `val_dataloader`, `val_evaluator` and `val_cfg` (a held-out split, '
                 'not the test set).')
-        model = _unwrap(runner.model)
+        model = unwrap_model(runner.model)
         theta_ft = _cpu_clone(model.state_dict())
         rows = []
         for alpha in self.alphas:

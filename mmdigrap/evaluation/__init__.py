@@ -1,10 +1,36 @@
-"""ID + OOD evaluation in one run: a named-set concat dataset and a summary metric.
+"""Evaluation: the metrics of an ID + OOD test run (:mod:`.metrics`).
 
-Importing registers ``IDOODConcatDataset`` (mmpretrain ``DATASETS``) and ``IDOODAccuracy``
-(mmpretrain ``METRICS``), and the ImageNet-variant / per-set metrics of
-:mod:`.imagenet_variants` used by the paper-scale configs.
+Importing registers ``IDOODAccuracy``, ``ClassSubsetIDOODAccuracy`` and ``ClassSubsetAccuracy``
+(mmpretrain ``METRICS``) and ``PerSetMetric`` (mmengine's root ``METRICS``). The datasets that
+stamp each sample with its set name live in :mod:`mmdigrap.datasets`; this package does not
+import them.
 """
-from . import imagenet_variants  # noqa: F401  (ImageNet-variant datasets/metrics, PerSetMetric)
-from .id_ood import IDOODAccuracy, IDOODConcatDataset, idood_markdown, summarize_idood
+import warnings
 
-__all__ = ['IDOODAccuracy', 'IDOODConcatDataset', 'idood_markdown', 'summarize_idood']
+from .metrics import (
+    ClassSubsetAccuracy,
+    ClassSubsetIDOODAccuracy,
+    IDOODAccuracy,
+    PerSetMetric,
+    idood_markdown,
+    mask_scores,
+    summarize_idood,
+)
+
+__all__ = [
+    'IDOODAccuracy', 'idood_markdown', 'summarize_idood', 'ClassSubsetAccuracy',
+    'ClassSubsetIDOODAccuracy', 'mask_scores', 'PerSetMetric'
+]
+
+#: Names that moved to :mod:`mmdigrap.datasets`; still reachable here, with a warning.
+_MOVED_TO_DATASETS = ('IDOODConcatDataset', 'ClassSubsetIDOODDataset', 'ImageNetVariant',
+                      'load_wnids')
+
+
+def __getattr__(name):
+    if name in _MOVED_TO_DATASETS:
+        warnings.warn(f'mmdigrap.evaluation.{name} moved to mmdigrap.datasets.{name}; the old '
+                      'name will be removed', DeprecationWarning, stacklevel=2)
+        from .. import datasets
+        return getattr(datasets, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

