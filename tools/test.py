@@ -7,20 +7,21 @@
 #   * ``persistent_workers`` is switched off for a test loader with ``num_workers=0``.
 # The parts shared with tools/train.py live in mmdigrap/engine/launch.py.
 import argparse
-import os
 import sys
 from copy import deepcopy
 
 import mmengine
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.evaluator import DumpResults
 
 import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
 from mmdigrap.engine.launch import (
+    add_common_args,
     apply_dataloader_defaults,
     build_runner,
     fix_persistent_workers,
     resolve_work_dir,
+    set_local_rank_env,
 )
 
 
@@ -38,16 +39,6 @@ def parse_args():
         choices=['metrics', 'pred'],
         help='To output whether metrics or predictions. '
         'Defaults to output predictions.')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -80,18 +71,9 @@ def parse_args():
         'has `tta_pipeline` and `tta_model` fields, use them to determine the '
         'TTA transforms and how to merge the TTA results. Otherwise, use flip '
         'TTA by averaging classification score.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
-    # will pass the `--local-rank` parameter to `tools/train.py` instead
-    # of `--local_rank`.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_common_args(parser)  # --cfg-options, --launcher, --local_rank
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    set_local_rank_env(args)
     return args
 
 

@@ -11,18 +11,19 @@
 #     (torch's DataLoader raises ValueError for that combination).
 # The parts shared with tools/test.py live in mmdigrap/engine/launch.py.
 import argparse
-import os
 import warnings
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
 from mmdigrap.engine.launch import (
+    add_common_args,
     apply_dataloader_defaults,
     build_runner,
     fix_persistent_workers,
     resolve_work_dir,
+    set_local_rank_env,
 )
 
 
@@ -61,28 +62,9 @@ def parse_args():
         action='store_true',
         help='whether to disable the persistent_workers option in dataloaders.'
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # When using PyTorch version >= 2.0.0, the `torch.distributed.launch`
-    # will pass the `--local-rank` parameter to `tools/train.py` instead
-    # of `--local_rank`.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_common_args(parser)  # --cfg-options, --launcher, --local_rank
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    set_local_rank_env(args)
 
     return args
 

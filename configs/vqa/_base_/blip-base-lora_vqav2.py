@@ -7,10 +7,10 @@ Why BLIP-base and not LLaVA: the DiGraP paper's VQA model is PaliGemma-3B + LoRA
 mmpretrain does not have. Of mmpretrain's VQA models, BLIP-base (ViT-B/16 + BERT-base
 encoder/decoder, ~360 M parameters) is the one whose whole fine-tuning step runs on a CPU
 (smoke-tested in tests/configs) and on one GPU; LLaVA-7B is 20x larger and mmpretrain only
-ships its inference path. The LoRA recipe follows the authors' PaliGemma runs (spec 1.8,
-3.2): r=8, alpha=16, dropout 0.05 on the attention q/k/v/o projections of every tower;
-AdamW lr 1e-3 for the adapters; 10 epochs; DiGraP / L2-SP / SPD / FTP anchor the adapters
-at 0 (`anchor='zero'`).
+ships its inference path. The LoRA recipe follows the authors' PaliGemma runs
+(docs/settings.md; docs/algorithm.md section 8): r=8, alpha=16, dropout 0.05 on the attention
+q/k/v/o projections of every tower; AdamW lr 1e-3 for the adapters; 10 epochs; DiGraP / L2-SP /
+SPD / FTP anchor the adapters at 0 (`anchor='zero'`).
 
 Weights (`model.module.init_cfg.checkpoint`, loaded when LoRAModel is built, before the
 adapters are inserted): a BLIP-base checkpoint with mmpretrain's BlipVQA keys
