@@ -1,17 +1,46 @@
-"""What ``tools/train.py``, ``tools/test.py`` and ``tools/wise_ft.py`` share: the work-dir
-rule, the dataloader defaults of mmpretrain's tools, and building the Runner.
+"""What ``tools/train.py``, ``tools/test.py`` and ``tools/wise_ft.py`` share: the common
+flags, the work-dir rule, the dataloader defaults of mmpretrain's tools, and building the
+Runner.
 
 Kept here (not in one of the tools) so that no tool has to load another tool by file path.
 """
+import os
 import os.path as osp
 from copy import deepcopy
 from typing import Mapping, Optional, Sequence
 
-__all__ = ['LOADERS', 'resolve_work_dir', 'apply_dataloader_defaults',
-           'fix_persistent_workers', 'build_runner']
+__all__ = ['LOADERS', 'add_common_args', 'set_local_rank_env', 'resolve_work_dir',
+           'apply_dataloader_defaults', 'fix_persistent_workers', 'build_runner']
 
 #: The dataloader fields of an mmengine config.
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def add_common_args(parser) -> None:
+    """Add mmpretrain's ``--cfg-options``, ``--launcher`` and ``--local_rank`` flags.
+
+    ``--local-rank`` is accepted too (``torch.distributed.launch`` on torch >= 2.0 passes
+    that spelling).
+    """
+    from mmengine.config import DictAction
+
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def set_local_rank_env(args) -> None:
+    """``LOCAL_RANK`` from ``--local_rank`` unless the launcher already set it."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
 
 
 def resolve_work_dir(cfg, work_dir: Optional[str], config_path: str) -> str:
