@@ -28,7 +28,7 @@ def runner_cfg(work_dir, epochs=2, hook=None, **over):
                            optimizer=dict(type='AdamW', lr=5e-2, weight_decay=0.0),
                            digrap=dict(mu=0.1, omega_init=0.5, exclude=[r'^fc2\.bias$']),
                            clip_grad=dict(max_norm=10.0)),
-        custom_hooks=[hook or dict(type='DiGraPHook', log_interval=2, allow_random_init=True)],
+        custom_hooks=[hook or dict(type='RobustFTHook', log_interval=2, allow_random_init=True)],
         default_hooks=dict(logger=dict(type='LoggerHook', interval=2),
                            checkpoint=dict(type='CheckpointHook', interval=1)),
         randomness=dict(seed=0),
@@ -98,7 +98,7 @@ def test_runner_two_epochs_logs_omegas(tmp_path):
 
 
 def test_hook_refuses_random_init(tmp_path):
-    runner = Runner.from_cfg(runner_cfg(tmp_path, hook=dict(type='DiGraPHook')))
+    runner = Runner.from_cfg(runner_cfg(tmp_path, hook=dict(type='RobustFTHook')))
     with pytest.raises(RuntimeError, match='load_from'):
         runner.train()
 
@@ -108,7 +108,7 @@ def test_hook_accepts_load_from(tmp_path):
     first.train()
     pre = copy.deepcopy(first.model.state_dict())
     runner = Runner.from_cfg(runner_cfg(tmp_path / 'b', epochs=1,
-                                        hook=dict(type='DiGraPHook', log_interval=4),
+                                        hook=dict(type='RobustFTHook', log_interval=4),
                                         load_from=str(tmp_path / 'a' / 'epoch_1.pth')))
     runner.train()
     opt = runner.optim_wrapper.optimizer

@@ -74,7 +74,7 @@ env_cfg = dict(cudnn_benchmark=False,
                dist_cfg=dict(backend='nccl'))
 """
 DIGRAP_OPTS = "digrap=dict(mu=0.1, omega_init=0.5),\n                     "
-DIGRAP_HOOK = "dict(type='DiGraPHook', log_interval=4, allow_random_init=True),\n                "
+DIGRAP_HOOK = "dict(type='RobustFTHook', log_interval=4, allow_random_init=True),\n                "
 
 
 def write_cfg(path, digrap=True, n_iters=N_ITERS, ckpt=CKPT_EVERY):
