@@ -14,7 +14,8 @@ from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
-from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPERS
+from mmengine.registry import (DATASETS, HOOKS, METRICS, MODEL_WRAPPERS, MODELS,
+                               OPTIM_WRAPPERS)
 from torch.utils.data import Dataset
 
 
@@ -107,3 +108,16 @@ class ToyOptimWrapper(OptimWrapper):
 @OPTIM_WRAPPERS.register_module(name='MMDiGraPToyAmpOptimWrapper', force=True)
 class ToyAmpOptimWrapper(AmpOptimWrapper):
     """Only for the ``--amp`` name mapping test (never built)."""
+
+
+@MODEL_WRAPPERS.register_module(name='MMDiGraPToyModelWrapper', force=True)
+class ToyModelWrapper(torch.nn.Module):
+    """A DDP-like model wrapper (``.module``, names prefixed ``module.``) without a process
+    group, for the parameter-name tests."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)

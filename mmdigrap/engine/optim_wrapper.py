@@ -69,6 +69,10 @@ class GradientProjectionOptimWrapperMixin:
                     f'{self.optimizer_cls.__name__} options: {", ".join(valid)}.')
         super().__init__(*args, **kwargs)
         self.optimizer = self.optimizer_cls(self.optimizer, **dict(method_cfg))
+        if getattr(self, 'base_param_settings', None) is not None:
+            # mmengine's extra "group" for its schedulers (several groups) gets the method keys
+            for key, val in self.optimizer.method_defaults.items():
+                self.base_param_settings.setdefault(key, val)
 
     @property
     def projection(self) -> GradientProjectionOptimizer:

@@ -139,6 +139,8 @@ class GradientProjectionOptimizer(Optimizer):
         self.anchor_counts = {'restored': 0, 'snapshotted': 0}
         #: {param-group key: default} of the method's hyper-parameters (validated)
         self.method_defaults: Dict[str, Any] = dict(hyper or {})
+        # as timm's Lookahead: the defaults describe the groups, method keys included
+        self.base_optimizer.defaults.update(copy.deepcopy(self.method_defaults))
         for i, group in enumerate(self.param_groups):
             self._init_group(group, i)
         _refuse_sharded(self._all_params(), type(self).__name__)
