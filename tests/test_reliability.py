@@ -768,8 +768,8 @@ def test_13_3_usual_case_per_tensor_count_is_the_global_counter():
 
 
 def test_13_3_tpgm_late_tensor_gets_its_radius_after_its_first_gradient():
-    """Before: radius state for b at step 1 from n = 0 (1e-8), final radius 0.158513; now no
-    state before b's first gradient and the final radius equals a fresh TPGM's, 0.403781."""
+    """Before: radius state for b at step 1 from n = 0 (1e-8), final radius 0.158507; now no
+    state before b's first gradient and the final radius equals a fresh TPGM's, 0.392745."""
     a, b = _two_params()
     b0 = b.detach().clone()
     tgt = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
