@@ -133,7 +133,10 @@ class DiGraP(GradientProjectionOptimizer):
                 f'omega_init={self.omega_init}, trainable={self.trainable}, '
                 f'hypergrad_norm={self.hypergrad_norm!r}, store_projection={self.store_projection}')
 
-    def _init_state(self, p: Tensor, group: Dict[str, Any]) -> Dict:
+    def _init_state(self, p: Tensor, group: Optional[Dict[str, Any]] = None) -> Dict:
+        """The tensor's DiGraP state, created with its group's ``omega_init`` (default: the
+        constructor's) the first time."""
+        group = self.method_defaults if group is None else group
         st = self.state[p]
         if 'omega' not in st:
             kw = dict(dtype=torch.float64 if p.dtype == torch.float64 else torch.float32,
