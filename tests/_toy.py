@@ -9,12 +9,27 @@ import json
 import os.path as osp
 
 import torch
+import torch.nn as nn
 from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
-from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPERS
+from mmengine.registry import (DATASETS, HOOKS, METRICS, MODEL_WRAPPERS, MODELS,
+                               OPTIM_WRAPPERS)
 from torch.utils.data import Dataset
+
+
+def make_mlp(dtype=torch.float64, seed=0):
+    """The small test MLP: 2-D weights and 1-D biases / LayerNorm scales (4 tensors of each)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
+
+
+def batches(n, dtype=torch.float64, seed=1):
+    """``n`` seeded (x of shape (16, 6), y in 0..2) classification batches."""
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(16, 6, generator=g, dtype=dtype),
+             torch.randint(0, 3, (16,), generator=g)) for _ in range(n)]
 
 
 @MODELS.register_module(name='MMDiGraPToyModel', force=True)
@@ -93,3 +108,16 @@ class ToyOptimWrapper(OptimWrapper):
 @OPTIM_WRAPPERS.register_module(name='MMDiGraPToyAmpOptimWrapper', force=True)
 class ToyAmpOptimWrapper(AmpOptimWrapper):
     """Only for the ``--amp`` name mapping test (never built)."""
+
+
+@MODEL_WRAPPERS.register_module(name='MMDiGraPToyModelWrapper', force=True)
+class ToyModelWrapper(torch.nn.Module):
+    """A DDP-like model wrapper (``.module``, names prefixed ``module.``) without a process
+    group, for the parameter-name tests."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)

@@ -8,9 +8,9 @@ import torch.nn as nn
 
 from mmdigrap import DiGraP
 from mmdigrap.core import digrap_project_, hypergradient
+from mmdigrap.core.reference import ReferenceDiGraP
 
-from reference import ReferenceDiGraPAdam, batches, make_mlp
-
+from _toy import batches, make_mlp
 
 
 def train(model, opt, data):
@@ -25,7 +25,8 @@ def train(model, opt, data):
 def test_matches_reference_30_steps(norm, mu):
     data = batches(30)
     m_ref, m_new = make_mlp(), make_mlp()
-    ref = ReferenceDiGraPAdam(m_ref.parameters(), lr=5e-2, mu=mu, hypergrad_norm=norm)
+    ref = ReferenceDiGraP(torch.optim.Adam(m_ref.parameters(), lr=5e-2), mu=mu,
+                          hypergrad_norm=norm)
     opt = DiGraP(torch.optim.Adam(m_new.parameters(), lr=5e-2), mu=mu, hypergrad_norm=norm,
                  named_parameters=m_new.named_parameters())
     omegas = []
@@ -50,7 +51,7 @@ def test_matches_reference_30_steps(norm, mu):
 def test_float32_close_to_reference():
     data = batches(30, torch.float32)
     m_ref, m_new = make_mlp(torch.float32), make_mlp(torch.float32)
-    ref = ReferenceDiGraPAdam(m_ref.parameters(), lr=5e-2)
+    ref = ReferenceDiGraP(torch.optim.Adam(m_ref.parameters(), lr=5e-2))
     opt = DiGraP(torch.optim.Adam(m_new.parameters(), lr=5e-2))
     train(m_ref, ref, data)
     train(m_new, opt, data)
@@ -81,7 +82,7 @@ def test_reduces_to_base_optimizer(kw, base):
 def test_full_projection_removes_radial_component():
     torch.manual_seed(0)
     p = nn.Parameter(torch.randn(5, 4, dtype=torch.float64))
-    opt = DiGraP(torch.optim.SGD([p], lr=0.0), omega_init=1.0, trainable=False)
+    opt = DiGraP(torch.optim.SGD([p], lr=1e-3), omega_init=1.0, trainable=False)
     p.grad = torch.zeros_like(p)
     opt.step()  # step 1 snapshots the anchor
     with torch.no_grad():
@@ -99,7 +100,7 @@ def test_full_projection_removes_radial_component():
 
 def test_no_projection_without_conflict():
     p = nn.Parameter(torch.zeros(3, 3, dtype=torch.float64))
-    opt = DiGraP(torch.optim.SGD([p], lr=0.0), omega_init=1.0, trainable=False)
+    opt = DiGraP(torch.optim.SGD([p], lr=1e-3), omega_init=1.0, trainable=False)
     p.grad = torch.zeros_like(p)
     opt.step()
     with torch.no_grad():
@@ -143,7 +144,8 @@ def test_grad_none_keeps_state():
         frozen.grad = None
         opt.step()
     for k, v in before.items():
-        assert torch.equal(opt.state[frozen][k], v), k
+        now = opt.state[frozen][k]
+        assert torch.equal(now, v) if isinstance(v, torch.Tensor) else now == v, k
     assert torch.equal(opt.base_optimizer.state[frozen]['exp_avg'], base_before['exp_avg'])
     assert torch.equal(frozen, value)
     # the others did move on
@@ -292,3 +294,124 @@ def test_bf16_params_reduce_in_float32():
     st = opt.state[m[0].weight]
     assert st['anchor'].dtype == torch.bfloat16 and st['omega'].dtype == torch.float32
     assert all(0 <= w <= 1 for w in opt.omegas().values())
+
+
+# ------------------------------------------------------- the torch.optim protocol (issue 12)
+def test_torch_hooks_fire():
+    m = make_mlp()
+    opt = DiGraP(torch.optim.Adam(m.parameters(), lr=1e-2))
+    calls = []
+    opt.register_step_pre_hook(lambda o, a, k: calls.append('step_pre'))
+    opt.register_step_post_hook(lambda o, a, k: calls.append('step_post'))
+    opt.register_state_dict_pre_hook(lambda o: calls.append('sd_pre'))
+
+    def sd_post(o, sd):
+        calls.append('sd_post')
+        sd['extra'] = 1
+        return sd
+    opt.register_state_dict_post_hook(sd_post)
+    opt.register_load_state_dict_pre_hook(lambda o, sd: calls.append('load_pre'))
+    opt.register_load_state_dict_post_hook(lambda o: calls.append('load_post'))
+    train(m, opt, batches(1))
+    sd = opt.state_dict()
+    opt.load_state_dict(sd)
+    assert calls == ['step_pre', 'step_post', 'sd_pre', 'sd_post', 'load_pre', 'load_post']
+    assert sd['extra'] == 1
+
+
+def test_hyper_params_live_in_the_param_groups():
+    m = make_mlp()
+    base = torch.optim.Adam([{'params': m[0].parameters(), 'mu': 2.0},
+                             {'params': list(m[1].parameters()) + list(m[3].parameters())}],
+                            lr=5e-2)
+    opt = DiGraP(base, mu=0.5, betas=(0.8, 0.99), omega_max=0.9)
+    g0, g1 = opt.param_groups
+    assert (g0['mu'], g1['mu']) == (2.0, 0.5)  # a group's own value wins over the default
+    assert g1['hyper_betas'] == (0.8, 0.99) and g1['betas'] == (0.9, 0.999)  # Adam's own
+    assert g1['omega_max'] == 0.9 and g1['hypergrad_norm'] == 'row' and opt.mu == 0.5
+    with pytest.raises(AttributeError, match="group\\['mu'\\]"):
+        opt.mu = 1.0
+    assert opt.state_dict()['param_groups'][0]['mu'] == 2.0  # checkpointed with the groups
+    with pytest.raises(ValueError, match='param group 1'):
+        DiGraP(torch.optim.Adam([{'params': m[0].parameters()},
+                                 {'params': m[3].parameters(), 'mu': -1.0}]))
+    opt.add_param_group({'params': [nn.Parameter(torch.zeros(2, dtype=torch.float64))]})
+    assert opt.param_groups[-1]['mu'] == 0.5
+
+
+def test_per_group_mu_equals_per_tensor_reference():
+    """Two groups with two mu == two reference loops, one per subset (Adam is per tensor)."""
+    data = batches(30)
+    m_ref, m_new = make_mlp(), make_mlp()
+    first = list(m_ref[0].parameters())
+    rest = list(m_ref[1].parameters()) + list(m_ref[3].parameters())
+    refs = [ReferenceDiGraP(torch.optim.Adam(first, lr=5e-2), mu=5.0),
+            ReferenceDiGraP(torch.optim.Adam(rest, lr=5e-2), mu=0.5)]
+    opt = DiGraP(torch.optim.Adam(
+        [{'params': m_new[0].parameters(), 'mu': 5.0},
+         {'params': list(m_new[1].parameters()) + list(m_new[3].parameters())}], lr=5e-2),
+        mu=0.5)
+    for x, y in data:
+        for p in list(m_ref.parameters()) + list(m_new.parameters()):
+            p.grad = None
+        nn.functional.cross_entropy(m_ref(x), y).backward()
+        nn.functional.cross_entropy(m_new(x), y).backward()
+        for r in refs:
+            r.step()
+        opt.step()
+    for p, q in zip(m_ref.parameters(), m_new.parameters()):
+        torch.testing.assert_close(q, p, atol=1e-6, rtol=0)
+    got = [opt.state[p]['omega'].item() for p in m_new.parameters()]
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(refs[0].w + refs[1].w),
+                               atol=1e-6, rtol=0)
+    # and the group's mu mattered: one mu for all gives other omegas on the first layer
+    m_one = make_mlp()
+    one = DiGraP(torch.optim.Adam(m_one.parameters(), lr=5e-2), mu=0.5)
+    train(m_one, one, data)
+    assert max(abs(one.state[p]['omega'].item() - w)
+               for p, w in zip(m_one[0].parameters(), got[:2])) > 1e-3
+
+
+def test_mixed_bf16_fp32_tensors_bucketed_exactly():
+    """A model with bf16 and fp32 tensors works; each dtype gives what it gives alone."""
+    torch.manual_seed(0)
+    a = nn.Parameter(torch.randn(5, 4))
+    b = nn.Parameter(torch.randn(3, 4).bfloat16())
+    a2, b2 = nn.Parameter(a.detach().clone()), nn.Parameter(b.detach().clone())
+    mixed = DiGraP(torch.optim.Adam([a, b], lr=1e-2), mu=1.0, omega_init=0.3)
+    alone = [DiGraP(torch.optim.Adam([a2], lr=1e-2), mu=1.0, omega_init=0.3),
+             DiGraP(torch.optim.Adam([b2], lr=1e-2), mu=1.0, omega_init=0.3)]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        ga, gb = torch.randn(5, 4, generator=g), torch.randn(3, 4, generator=g).bfloat16()
+        a.grad, b.grad, a2.grad, b2.grad = ga.clone(), gb.clone(), ga.clone(), gb.clone()
+        mixed.step()
+        for o in alone:
+            o.step()
+    assert torch.equal(a, a2) and torch.equal(b, b2)
+    assert torch.equal(mixed.state[a]['omega'], alone[0].state[a2]['omega'])
+    assert torch.equal(mixed.state[b]['omega'], alone[1].state[b2]['omega'])
+    assert mixed.last_stats['omega'].shape == (2,) and len(mixed.last_stats['params']) == 2
+
+
+def test_checkpoint_without_group_keys_still_loads():
+    """A checkpoint from before the hyper-parameters moved into the groups (no group keys, no
+    per-tensor step count) resumes bit-exactly."""
+    data = batches(12)
+    m1 = make_mlp()
+    o1 = DiGraP(torch.optim.Adam(m1.parameters(), lr=5e-2), mu=2.0)
+    train(m1, o1, data[:6])
+    sd = copy.deepcopy(o1.state_dict())
+    for group in sd['param_groups']:
+        for key in o1.method_defaults:
+            del group[key]
+    for st in sd['projection']['state'].values():
+        del st['step']
+    m2 = copy.deepcopy(m1)
+    o2 = DiGraP(torch.optim.Adam(m2.parameters(), lr=5e-2), mu=2.0)
+    o2.load_state_dict(sd)
+    assert o2.param_groups[0]['mu'] == 2.0 and o2.state[m2[0].weight]['step'] == 6
+    train(m1, o1, data[6:])
+    train(m2, o2, data[6:])
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p, q)

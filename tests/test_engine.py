@@ -1,8 +1,10 @@
-"""DiGraPOptimWrapper / DiGraPAmpOptimWrapper / DiGraPHook through mmengine's builders and Runner."""
+"""The mmengine face: wrappers, RobustFTOptimWrapperConstructor, RobustFTHook, param schedulers."""
 import copy
 import glob
 import json
 import os.path as osp
+import pickle
+import warnings
 
 import pytest
 import torch
@@ -11,8 +13,13 @@ from mmengine.runner import Runner
 
 import _toy  # noqa: F401  (registers the toy model / dataset / metric)
 import mmdigrap  # noqa: F401
+import mmdigrap.engine as engine
 from mmdigrap import DiGraP
+from mmdigrap.core.reference import ReferenceDiGraP
 from mmdigrap.engine import DiGraPOptimWrapper
+
+WRAPPERS = [n for n in engine.__all__
+            if n.endswith('OptimWrapper') and n != 'CPUCompatibleAmpOptimWrapper']
 
 
 def runner_cfg(work_dir, epochs=2, hook=None, **over):
@@ -28,7 +35,7 @@ def runner_cfg(work_dir, epochs=2, hook=None, **over):
                            optimizer=dict(type='AdamW', lr=5e-2, weight_decay=0.0),
                            digrap=dict(mu=0.1, omega_init=0.5, exclude=[r'^fc2\.bias$']),
                            clip_grad=dict(max_norm=10.0)),
-        custom_hooks=[hook or dict(type='DiGraPHook', log_interval=2, allow_random_init=True)],
+        custom_hooks=[hook or dict(type='RobustFTHook', log_interval=2, allow_random_init=True)],
         default_hooks=dict(logger=dict(type='LoggerHook', interval=2),
                            checkpoint=dict(type='CheckpointHook', interval=1)),
         randomness=dict(seed=0),
@@ -98,7 +105,7 @@ def test_runner_two_epochs_logs_omegas(tmp_path):
 
 
 def test_hook_refuses_random_init(tmp_path):
-    runner = Runner.from_cfg(runner_cfg(tmp_path, hook=dict(type='DiGraPHook')))
+    runner = Runner.from_cfg(runner_cfg(tmp_path, hook=dict(type='RobustFTHook')))
     with pytest.raises(RuntimeError, match='load_from'):
         runner.train()
 
@@ -108,7 +115,7 @@ def test_hook_accepts_load_from(tmp_path):
     first.train()
     pre = copy.deepcopy(first.model.state_dict())
     runner = Runner.from_cfg(runner_cfg(tmp_path / 'b', epochs=1,
-                                        hook=dict(type='DiGraPHook', log_interval=4),
+                                        hook=dict(type='RobustFTHook', log_interval=4),
                                         load_from=str(tmp_path / 'a' / 'epoch_1.pth')))
     runner.train()
     opt = runner.optim_wrapper.optimizer
@@ -124,3 +131,115 @@ def test_amp_wrapper_on_cpu_trains_bf16(tmp_path):
     ow = runner.optim_wrapper
     assert ow.cast_dtype == torch.bfloat16 and ow.optimizer.hyper_step == 8
     assert max(ow.omegas().values()) >= 0
+
+
+# ------------------------------------------------------------------ explicit classes (issue 12)
+def test_every_wrapper_is_an_explicit_picklable_class():
+    from mmengine.registry import OPTIM_WRAPPERS
+    assert len(WRAPPERS) == 12
+    src = {m: open(osp.join(osp.dirname(engine.__file__), f'{m}.py')).read()
+           for m in ('optim_wrapper', 'baseline_wrappers')}
+    for name in WRAPPERS:
+        cls = getattr(engine, name)
+        assert pickle.loads(pickle.dumps(cls)) is cls
+        assert OPTIM_WRAPPERS.get(name) is cls and cls.__qualname__ == name
+        module = cls.__module__.rsplit('.', 1)[-1]
+        assert f'class {name}(' in src[module], name  # grep finds it
+
+
+def _mlp_model():
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4),
+                               torch.nn.Linear(4, 2))
+
+
+def test_constructor_gives_names_without_hook_and_module_prefix():
+    model = _toy.ToyModelWrapper(_mlp_model())  # names of the wrapper start with 'module.'
+    ow = build_optim_wrapper(model, dict(
+        type='DiGraPOptimWrapper', constructor='RobustFTOptimWrapperConstructor',
+        optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.0),
+        digrap=dict(exclude=[r'^2\.'])))
+    opt = ow.optimizer
+    assert {n for n, _, ex in opt.managed_parameters() if ex} == {'2.weight', '2.bias'}
+    x = torch.randn(5, 3)
+    ow.update_params(model(x).square().mean())  # no exclude-needs-names error, no hook
+    assert set(opt.omegas()) == {'0.weight', '0.bias', '1.weight', '1.bias'}
+
+
+def test_per_group_mu_from_paramwise_cfg_equals_reference():
+    torch.manual_seed(0)
+    model = _mlp_model().double()
+    ref_model = copy.deepcopy(model)
+    ow = build_optim_wrapper(model, dict(
+        type='DiGraPOptimWrapper', constructor='RobustFTOptimWrapperConstructor',
+        optimizer=dict(type='Adam', lr=5e-2),
+        paramwise_cfg=dict(custom_keys={'2.': dict(mu=4.0)}), digrap=dict(mu=0.5)))
+    mus = {ow.optimizer.param_name(p): g['mu'] for g in ow.optimizer.param_groups
+           for p in g['params']}
+    assert mus == {'0.weight': 0.5, '0.bias': 0.5, '1.weight': 0.5, '1.bias': 0.5,
+                   '2.weight': 4.0, '2.bias': 4.0}
+    head = list(ref_model[2].parameters())
+    body = list(ref_model[0].parameters()) + list(ref_model[1].parameters())
+    refs = [ReferenceDiGraP(torch.optim.Adam(body, lr=5e-2), mu=0.5),
+            ReferenceDiGraP(torch.optim.Adam(head, lr=5e-2), mu=4.0)]
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        x, y = torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (8,),
+                                                                                generator=g)
+        ow.update_params(torch.nn.functional.cross_entropy(model(x), y))
+        ref_model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(ref_model(x), y).backward()
+        for r in refs:
+            r.step()
+    for p, q in zip(ref_model.parameters(), model.parameters()):
+        torch.testing.assert_close(q, p, atol=1e-6, rtol=0)
+    omegas = ow.omegas()
+    want = dict(zip(['0.weight', '0.bias', '1.weight', '1.bias'], refs[0].w))
+    want.update(zip(['2.weight', '2.bias'], refs[1].w))
+    for name, w in want.items():
+        assert omegas[name] == pytest.approx(w, abs=1e-6), name
+    assert max(want.values()) > 0.05
+
+
+def test_mmengine_param_scheduler_schedules_mu():
+    from mmengine.optim.scheduler import LinearParamScheduler
+    torch.manual_seed(0)
+    model = _mlp_model()
+    ow = build_optim_wrapper(model, dict(
+        type='DiGraPOptimWrapper', constructor='RobustFTOptimWrapperConstructor',
+        optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.0),
+        digrap=dict(mu=1.0, omega_init=0.5)))
+    sched = LinearParamScheduler(ow, param_name='mu', start_factor=1.0, end_factor=0.0,
+                                 begin=0, end=4, by_epoch=False)
+    # with several param groups too (mmengine adds its own settings "group" then)
+    ow2 = build_optim_wrapper(_mlp_model(), dict(
+        type='DiGraPOptimWrapper', constructor='RobustFTOptimWrapperConstructor',
+        optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.01),
+        paramwise_cfg=dict(norm_decay_mult=0.0)))
+    LinearParamScheduler(ow2, param_name='mu', start_factor=0.5, by_epoch=False)
+    assert {g['mu'] for g in ow2.param_groups} == {0.25}
+    mus, omegas = [], []
+    for _ in range(7):
+        mus.append(ow.param_groups[0]['mu'])
+        ow.update_params(model(torch.randn(6, 3)).square().mean())
+        sched.step()
+        omegas.append(ow.omegas()['0.weight'])
+    assert mus == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0, 0.0, 0.0, 0.0])
+    assert omegas[0] == omegas[1] != omegas[2]  # omega trains from step 3 (P_1 = 0)
+    assert omegas[2] == omegas[3] == omegas[4] == omegas[6]  # mu = 0 from step 4: frozen
+    state = sched.state_dict()
+    assert state['base_values'] == [1.0]
+
+
+def test_digrap_hook_is_a_deprecated_alias():
+    from mmengine.registry import HOOKS
+    with pytest.warns(DeprecationWarning, match='RobustFTHook'):
+        hook = HOOKS.build(dict(type='DiGraPHook', log_interval=3))
+    assert isinstance(hook, engine.RobustFTHook) and hook.log_interval == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        HOOKS.build(dict(type='RobustFTHook'))
+    with pytest.warns(DeprecationWarning, match='mmdigrap.optim'):
+        import importlib
+        import mmdigrap.optim.baselines as old
+        importlib.reload(old)
+    assert old.FTP is mmdigrap.FTP

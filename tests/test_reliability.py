@@ -74,7 +74,7 @@ env_cfg = dict(cudnn_benchmark=False,
                dist_cfg=dict(backend='nccl'))
 """
 DIGRAP_OPTS = "digrap=dict(mu=0.1, omega_init=0.5),\n                     "
-DIGRAP_HOOK = "dict(type='DiGraPHook', log_interval=4, allow_random_init=True),\n                "
+DIGRAP_HOOK = "dict(type='RobustFTHook', log_interval=4, allow_random_init=True),\n                "
 
 
 def write_cfg(path, digrap=True, n_iters=N_ITERS, ckpt=CKPT_EVERY):
@@ -712,3 +712,218 @@ def test_6_crash_loses_at_most_work_since_last_checkpoint(straight_run, tmp_path
     assert resumed['iter'] == N_ITERS
     # ... bit-identical to the uninterrupted run
     assert_same_run(resumed, straight_run)
+
+
+# =====================================================================================
+# issue 13 (defects 3, 4, 6): each test fails on the code before the fix
+# =====================================================================================
+import warnings  # noqa: E402
+
+import torch.nn as nn  # noqa: E402
+
+from mmdigrap.optim import FTP, L2SP, SPD, TPGM, FixedDiGraP  # noqa: E402
+
+
+def _grads(seed, n, shape=(4, 3)):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=g, dtype=torch.float64) for _ in range(n)]
+
+
+def _two_params(seed=0):
+    torch.manual_seed(seed)
+    return (nn.Parameter(torch.randn(4, 3, dtype=torch.float64)),
+            nn.Parameter(torch.randn(4, 3, dtype=torch.float64)))
+
+
+def test_13_3_late_tensor_starts_fresh_in_digrap():
+    """b first gets a gradient at step 3; 4 steps later its omega equals a fresh DiGraP's on
+    the same gradients (before: 0.560444, global bias-correction counter; now 0.568859)."""
+    a, b = _two_params()
+    b0 = b.detach().clone()
+    opt = DiGraP(torch.optim.Adam([a, b], lr=0.1), mu=0.05, omega_init=0.5)
+    ga, gb = _grads(1, 6), _grads(2, 4)
+    for t in range(6):
+        a.grad, b.grad = ga[t], (gb[t - 2].clone() if t >= 2 else None)
+        opt.step()
+    fb = nn.Parameter(b0.clone())
+    fresh = DiGraP(torch.optim.Adam([fb], lr=0.1), mu=0.05, omega_init=0.5)
+    for t in range(4):
+        fb.grad = gb[t].clone()
+        fresh.step()
+    assert torch.equal(b, fb)
+    assert opt.state[b]['omega'].item() == fresh.state[fb]['omega'].item()
+    assert opt.state[b]['omega'].item() == pytest.approx(0.568859, abs=1e-6)
+    assert (opt.state[a]['step'], opt.state[b]['step'], opt.hyper_step) == (6, 4, 6)
+
+
+def test_13_3_usual_case_per_tensor_count_is_the_global_counter():
+    from _toy import batches, make_mlp
+    m = make_mlp()
+    opt = DiGraP(torch.optim.Adam(m.parameters(), lr=5e-2))
+    for x, y in batches(7):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+    assert {st['step'] for st in opt.state.values()} == {opt.hyper_step} == {7}
+
+
+def test_13_3_tpgm_late_tensor_gets_its_radius_after_its_first_gradient():
+    """Before: radius state for b at step 1 from n = 0 (1e-8), final radius 0.158507; now no
+    state before b's first gradient and the final radius equals a fresh TPGM's, 0.392745."""
+    a, b = _two_params()
+    b0 = b.detach().clone()
+    tgt = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+
+    def loss_fn(w):  # only b matters for the validation loss; b is absent until projected
+        return sum(((v - tgt) ** 2).sum() for n, v in w.items() if n == 'b') + 0.0 * w['a'].sum()
+
+    opt = TPGM(torch.optim.SGD([a, b], lr=0.1), proj_lr=0.05,
+               named_parameters=[('a', a), ('b', b)])
+    ga = _grads(3, 6)
+    for t in range(6):
+        a.grad, b.grad = ga[t], ((b.detach() - tgt) if t >= 2 else None)
+        opt.step()
+        opt.tpgm_update(loss_fn)
+        if t < 2:
+            assert 'tpgm_gamma' not in opt.state.get(b, {})
+    fb = nn.Parameter(b0)
+    fresh = TPGM(torch.optim.SGD([fb], lr=0.1), proj_lr=0.05, named_parameters=[('b', fb)])
+    for _ in range(4):
+        fb.grad = fb.detach() - tgt
+        fresh.step()
+        fresh.tpgm_update(lambda w: ((w['b'] - tgt) ** 2).sum())
+    assert opt.state[b]['tpgm_gamma'].item() == fresh.state[fb]['tpgm_gamma'].item()
+    assert opt.state[b]['tpgm_gamma'].item() == pytest.approx(0.392745, abs=1e-6)
+    assert torch.equal(b, fb)
+
+
+@pytest.mark.parametrize('wtype,key', [('DiGraPOptimWrapper', 'digrap'),
+                                       ('FTPOptimWrapper', 'ftp'), ('TPGMOptimWrapper', 'tpgm'),
+                                       ('L2SPOptimWrapper', 'l2sp'), ('SPDOptimWrapper', 'spd')])
+def test_13_4_lr_zero_group_holds_no_method_state(wtype, key):
+    """``lr_mult=0`` on fc1: fc1 bitwise unchanged, no method state, not logged; when its lr
+    becomes > 0 (a schedule starting at 0) it gets its state then, anchored at theta0."""
+    model = _toy_model()
+    ow = build_optim_wrapper(model, {
+        'type': wtype, 'constructor': 'RobustFTOptimWrapperConstructor',
+        'optimizer': dict(type='AdamW', lr=5e-2, weight_decay=0.01),
+        'paramwise_cfg': dict(custom_keys={'fc1': dict(lr_mult=0.0, decay_mult=0.0)}), key: {}})
+    opt = ow.optimizer
+    fc1 = [model.fc1.weight, model.fc1.bias]
+    theta0 = [p.detach().clone() for p in fc1]
+    opt.capture_anchors()
+    for x, y in _toy_batches(3):
+        ow.update_params(torch.nn.functional.mse_loss(model(x), y))
+        if isinstance(opt, TPGM):
+            opt.tpgm_update(lambda w: sum(v.sum() for v in w.values()) * 0.0 + 1.0)
+    assert all(torch.equal(p, p0) for p, p0 in zip(fc1, theta0))
+    assert all(p not in opt.state or not opt.state[p] for p in fc1)
+    assert not any(p is q for p in fc1 for q in opt.last_stats['params'])
+    assert opt.state[model.fc2.weight]  # the others have state
+    # the schedule reaches fc1's group: from now on it is handled, anchored at theta0
+    for g in opt.param_groups:
+        if any(p is model.fc1.weight for p in g['params']):
+            g['lr'] = 1e-2
+    x, y = _toy_batches(1, seed=9)[0]
+    ow.update_params(torch.nn.functional.mse_loss(model(x), y))
+    if isinstance(opt, TPGM):
+        opt.apply_projection()
+    if opt.anchor_policy.stored:
+        assert torch.equal(opt.state[model.fc1.weight]['anchor'], theta0[0])
+    assert any(p is model.fc1.weight for p in opt.last_stats['params'])
+
+
+def test_13_6_unknown_option_lists_the_valid_ones():
+    model = _toy_model()
+    with pytest.raises(TypeError, match=r"digrap\.muu\. Did you mean 'mu'\?.*omega_max"):
+        build_optim_wrapper(model, dict(type='DiGraPOptimWrapper',
+                                        optimizer=dict(type='AdamW', lr=1e-3),
+                                        digrap=dict(muu=0.5)))
+
+
+NUMERIC = [(DiGraP, o) for o in ('mu', 'eps', 'omega_max', 'omega_init')] + [
+    (FTP, o) for o in ('k', 'mu', 'eps')] + [(TPGM, o) for o in ('proj_lr', 'eps')] + [
+    (L2SP, 'weight'), (SPD, 'weight'), (FixedDiGraP, 'omega')]
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+@pytest.mark.parametrize('cls,option', NUMERIC)
+def test_13_6_non_finite_options_are_refused(cls, option, bad):
+    model = _toy_model()
+    with pytest.raises(ValueError, match=f'{option} must be a finite number'):
+        cls(torch.optim.AdamW(model.parameters()), **{option: bad})
+
+
+@pytest.mark.parametrize('cls', [DiGraP, FTP, TPGM])
+def test_13_6_non_finite_betas_are_refused(cls):
+    with pytest.raises(ValueError, match='betas must be two numbers in'):
+        cls(torch.optim.AdamW(_toy_model().parameters()), betas=(float('nan'), 0.9))
+    with pytest.raises(ValueError, match=r'param group 0\).*mu must be a finite'):
+        DiGraP(torch.optim.AdamW([{'params': _toy_model().parameters(), 'mu': float('inf')}]))
+
+
+def test_13_6_omega_max_message_says_zero_is_allowed():
+    with pytest.raises(ValueError, match='omega_max must be >= 0, got -1'):
+        DiGraP(torch.optim.AdamW(_toy_model().parameters()), omega_max=-1)
+
+
+def test_13_6_shared_module_error_names_bypass_duplicate():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 3)
+            self.b = nn.Sequential(self.a)  # the same module under two parents
+
+    cfg = dict(type='DiGraPOptimWrapper', constructor='RobustFTOptimWrapperConstructor',
+               optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01),
+               paramwise_cfg=dict(norm_decay_mult=0.0))
+    with pytest.raises(ValueError, match=r'bypass_duplicate=True'):
+        build_optim_wrapper(Shared(), cfg)
+    cfg['paramwise_cfg']['bypass_duplicate'] = True
+    assert build_optim_wrapper(Shared(), cfg).optimizer.method == 'digrap'
+
+
+def test_13_6_overflowing_distance_warns_once_naming_the_tensor():
+    big = nn.Parameter(torch.zeros(4, 3, dtype=torch.bfloat16))
+    small = nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))
+    opt = DiGraP(torch.optim.SGD([big, small], lr=0.0 + 1e-3), omega_init=1.0,
+                 named_parameters=[('head.big', big), ('head.small', small)])
+    big.grad, small.grad = torch.ones_like(big), torch.ones_like(small)
+    opt.step()
+    with torch.no_grad():
+        big.fill_(1e30)  # ||theta - theta0||^2 ~ 1e61: inf in float32
+        small.fill_(1.0)
+    big.grad, small.grad = -torch.ones_like(big), -torch.ones_like(small)
+    opt.step()
+    with pytest.warns(UserWarning, match="'head.big' is not finite in float32"):
+        assert opt.warn_nonfinite_distances() == ['head.big']
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert opt.warn_nonfinite_distances() == []  # once per tensor
+    assert torch.equal(big.grad, -torch.ones_like(big))  # projection skipped, grad untouched
+
+
+def test_13_6_hook_reports_where_the_anchors_came_from(tmp_path):
+    """A fresh TPGM run: TPGMHook snapshots the anchors first; the report says so (before:
+    '0 snapshotted now, 4 restored')."""
+    from mmengine.runner import Runner
+    val = dict(dataset=dict(type='MMDiGraPToyDataset', num=16, seed=5),
+               sampler=dict(type='DefaultSampler', shuffle=False),
+               collate_fn=dict(type='default_collate'), batch_size=8, num_workers=0)
+    cfg = dict(
+        model=dict(type='MMDiGraPToyModel'), work_dir=str(tmp_path), experiment_name='rep',
+        train_dataloader=dict(dataset=dict(type='MMDiGraPToyDataset', num=16),
+                              sampler=dict(type='DefaultSampler', shuffle=False),
+                              collate_fn=dict(type='default_collate'), batch_size=8,
+                              num_workers=0),
+        train_cfg=dict(by_epoch=False, max_iters=2),
+        optim_wrapper=dict(type='TPGMOptimWrapper',
+                           constructor='RobustFTOptimWrapperConstructor',
+                           optimizer=dict(type='SGD', lr=1e-2), tpgm=dict()),
+        custom_hooks=[dict(type='RobustFTHook', allow_random_init=True),
+                      dict(type='TPGMHook', dataloader=val)],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=100)),
+        default_scope='mmengine', log_level='INFO')
+    Runner.from_cfg(cfg).train()
+    log = open(next(Path(tmp_path).glob('*/*.log'))).read()
+    assert '0 restored from the checkpoint, 4 snapshotted from the weights (0 by this hook' in log

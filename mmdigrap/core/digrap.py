@@ -20,10 +20,12 @@ Everything here is batched over a list of N tensors: scalar quantities live in f
 of shape (N,), the elementwise work uses ``torch._foreach_*`` kernels, and there is no host
 synchronisation (no ``.item()``, no Python branch on a tensor value).
 """
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+
+from .scalar_adam import scalar_adam_update
 
 __all__ = [
     'HYPERGRAD_NORMS', 'PROJ_EPS', 'NORM_EPS', 'batched_dot', 'hypergradient',
@@ -102,27 +104,24 @@ def hypergradient(grads: Sequence[Tensor], prev_proj: Sequence[Tensor],
 
 
 def omega_adam_update(omega: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, hgrad: Tensor, *,
-                      step: int, mu: float, beta1: float, beta2: float, eps: float,
-                      omega_max: float):
-    """One Adam step on the projection strengths, clipped to [0, omega_max] (spec 1.6).
+                      step: Union[int, Tensor], mu: float, beta1: float, beta2: float,
+                      eps: float, omega_max: float):
+    """One Adam step on the projection strengths, clipped to [0, omega_max] (Eq. 8).
+
+    :func:`~mmdigrap.core.scalar_adam.scalar_adam_update` with lr = ``mu`` and the clip.
 
     Args:
         omega, exp_avg, exp_avg_sq, hgrad: float32 tensors of shape (N,).
-        step: the global hyper-step counter T (>= 1) used for bias correction.
+        step: the hyper-step count t >= 1 used for bias correction (an int shared by the N
+            tensors, or an (N,) tensor).
         mu: hyper-learning-rate; beta1, beta2, eps: Adam constants; omega_max: kappa.
 
     Returns:
         (omega, exp_avg, exp_avg_sq), new tensors of shape (N,). Entries whose ``hgrad`` is not
         finite keep their old values (a NaN/inf gradient never reaches omega).
     """
-    finite = torch.isfinite(hgrad)
-    h = torch.where(finite, hgrad, torch.zeros_like(hgrad))
-    m = torch.where(finite, exp_avg * beta1 + h * (1 - beta1), exp_avg)
-    v = torch.where(finite, exp_avg_sq * beta2 + h * h * (1 - beta2), exp_avg_sq)
-    m_hat = m / (1 - beta1 ** step)
-    v_hat = v / (1 - beta2 ** step)
-    new = (omega - mu * m_hat / (v_hat.sqrt() + eps)).clamp(0.0, omega_max)
-    return torch.where(finite, new, omega), m, v
+    return scalar_adam_update(omega, exp_avg, exp_avg_sq, hgrad, step=step, lr=mu, beta1=beta1,
+                              beta2=beta2, eps=eps, lo=0.0, hi=omega_max)
 
 
 class DiGraPStepResult(NamedTuple):

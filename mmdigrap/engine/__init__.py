@@ -4,18 +4,20 @@ from .baseline_wrappers import (FixedDiGraPAmpOptimWrapper, FixedDiGraPOptimWrap
                                 FTPAmpOptimWrapper, FTPOptimWrapper, L2SPAmpOptimWrapper,
                                 L2SPOptimWrapper, SPDAmpOptimWrapper, SPDOptimWrapper,
                                 TPGMAmpOptimWrapper, TPGMOptimWrapper)
-from .hooks import DiGraPHook, find_pretrained_source
+from .hooks import DiGraPHook, RobustFTHook, find_pretrained_source
 from .optim_wrapper import (CPUCompatibleAmpOptimWrapper, DiGraPAmpOptimWrapper,
                             DiGraPOptimWrapper, GradientProjectionOptimWrapperMixin,
-                            register_method_wrappers)
+                            RobustFTOptimWrapperConstructor, register_method_wrappers)
 from .runtime import enable_trusted_checkpoint_loading, setup_cpu_distributed
 from .wise_ft import WiSEFTHook, interpolate_state_dicts
 
 __all__ = [
-    'DiGraPHook', 'find_pretrained_source', 'CPUCompatibleAmpOptimWrapper',
-    'DiGraPAmpOptimWrapper', 'DiGraPOptimWrapper', 'GradientProjectionOptimWrapperMixin',
-    'register_method_wrappers', 'enable_trusted_checkpoint_loading', 'setup_cpu_distributed',
-    'WiSEFTHook', 'interpolate_state_dicts', 'TPGMHook', 'L2SPOptimWrapper', 'L2SPAmpOptimWrapper', 'FTPOptimWrapper',
-    'FTPAmpOptimWrapper', 'SPDOptimWrapper', 'SPDAmpOptimWrapper', 'TPGMOptimWrapper',
-    'TPGMAmpOptimWrapper', 'FixedDiGraPOptimWrapper', 'FixedDiGraPAmpOptimWrapper'
+    'RobustFTHook', 'DiGraPHook', 'RobustFTOptimWrapperConstructor', 'find_pretrained_source',
+    'CPUCompatibleAmpOptimWrapper', 'DiGraPAmpOptimWrapper', 'DiGraPOptimWrapper',
+    'GradientProjectionOptimWrapperMixin', 'register_method_wrappers',
+    'enable_trusted_checkpoint_loading', 'setup_cpu_distributed', 'WiSEFTHook',
+    'interpolate_state_dicts', 'TPGMHook', 'L2SPOptimWrapper', 'L2SPAmpOptimWrapper',
+    'FTPOptimWrapper', 'FTPAmpOptimWrapper', 'SPDOptimWrapper', 'SPDAmpOptimWrapper',
+    'TPGMOptimWrapper', 'TPGMAmpOptimWrapper', 'FixedDiGraPOptimWrapper',
+    'FixedDiGraPAmpOptimWrapper'
 ]

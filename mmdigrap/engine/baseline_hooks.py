@@ -1,4 +1,4 @@
-"""``TPGMHook``: TPGM's projection update, driven the mmengine way (digrap_spec.md 4.7).
+"""``TPGMHook``: TPGM's projection update, driven the mmengine way.
 
 .. code-block:: python
 
@@ -7,7 +7,7 @@
                          tpgm=dict(proj_lr=1e-2, norm='mars', max_iters=1,
                                    exclude=[r'^head\\.']))
     custom_hooks = [
-        dict(type='DiGraPHook'),  # theta0 after load_from, names, logging
+        dict(type='RobustFTHook'),  # theta0 after load_from, logging
         # held-out batches for the radii; default: the run's val_dataloader
         dict(type='TPGMHook', interval=1,
              dataloader=dict(batch_size=32, dataset=..., sampler=dict(type='DefaultSampler',
@@ -21,14 +21,14 @@ from typing import Dict, Iterator, Optional, Union
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop
 from torch.func import functional_call
 from torch.utils.data import DataLoader
 
-from ..optim.baselines import TPGM
+from ..optim import TPGM
+from ..utils import unwrap_model
 
 __all__ = ['TPGMHook']
 
@@ -110,7 +110,7 @@ class TPGMHook(Hook):
 
     @staticmethod
     def _model(runner):
-        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+        return unwrap_model(runner.model)
 
     def _build_loader(self, runner) -> DataLoader:
         cfg = self.dataloader_cfg

@@ -1,15 +1,17 @@
-"""``DiGraPHook``: anchors, names, safety check and logging for every robust FT wrapper."""
+"""``RobustFTHook``: anchors after load, random-init check and logging for every robust FT
+wrapper (``DiGraPHook`` is its deprecated old name)."""
+import warnings
 from typing import Any, Iterable, List, Optional
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 
 from ..optim import GradientProjectionOptimizer
+from ..utils import unwrap_model
 
-__all__ = ['DiGraPHook', 'find_pretrained_source']
+__all__ = ['RobustFTHook', 'DiGraPHook', 'find_pretrained_source']
 
 
 def _iter_dicts(obj: Any) -> Iterable[dict]:
@@ -46,19 +48,23 @@ def find_pretrained_source(runner) -> Optional[str]:
 
 
 @HOOKS.register_module()
-class DiGraPHook(Hook):
+class RobustFTHook(Hook):
     """Companion hook of the robust fine-tuning OptimWrappers (DiGraP and the baselines).
 
-    * ``before_train`` (after ``load_from`` / ``resume`` / ``init_weights``): gives parameter
-      names to the wrapper (for ``exclude`` and logging), refuses to start from random weights
-      (theta0 would be meaningless) unless ``allow_random_init=True``, snapshots theta0 for the
-      tensors that have no anchor yet (a resumed run keeps its checkpointed anchors), and prints
-      once which tensors are anchored and which excluded.
+    * ``before_train`` (after ``load_from`` / ``resume`` / ``init_weights``): refuses to start
+      from random weights (theta0 would be meaningless) unless ``allow_random_init=True``,
+      snapshots theta0 for the tensors that have no anchor yet (a resumed run keeps its
+      checkpointed anchors), and prints once which tensors are anchored and which excluded, and
+      where each anchor came from (restored from the checkpoint, or snapshotted from the loaded
+      weights). Parameter names come from ``RobustFTOptimWrapperConstructor`` at build time; a
+      wrapper built without it gets them here (names of the unwrapped model).
     * ``after_train_iter``, every ``log_interval`` iterations: logs ``omega_mean``,
       ``omega_max``, ``conflict_rate`` (fraction of tensors with <g, theta-theta0> < 0) and
       ``dist_to_anchor`` (mean ||theta-theta0||_2) to the message hub (so they show in the text
       log), and per-layer ``omega/<name>`` and ``dist/<name>`` scalars to the visualizer
       (``vis_data/scalars.json`` with the local backend; see ``tools/analysis/plot_omega.py``).
+      At the same time it warns once per tensor whose ||theta - theta0||^2 overflowed float32
+      (its projection is skipped).
 
     Args:
         log_interval: iterations between two logs (host syncs happen only then).
@@ -76,7 +82,8 @@ class DiGraPHook(Hook):
     def __init__(self, log_interval: int = 50, allow_random_init: bool = False,
                  log_per_layer: bool = True):
         if log_interval < 1:
-            raise ValueError(f'DiGraPHook: log_interval must be >= 1, got {log_interval}')
+            raise ValueError(f'{type(self).__name__}: log_interval must be >= 1, got '
+                             f'{log_interval}')
         self.log_interval = int(log_interval)
         self.allow_random_init = allow_random_init
         self.log_per_layer = log_per_layer
@@ -93,31 +100,43 @@ class DiGraPHook(Hook):
         projections = self._projections(runner)
         if not projections:
             raise RuntimeError(
-                f'DiGraPHook needs a robust fine-tuning optim_wrapper, got '
-                f"{type(runner.optim_wrapper).__name__}. Set optim_wrapper.type='DiGraPOptimWrapper'"
-                " (or another mmdigrap wrapper), or remove DiGraPHook from custom_hooks.")
+                f'{type(self).__name__} needs a robust fine-tuning optim_wrapper, got '
+                f'{type(runner.optim_wrapper).__name__}. Set '
+                "optim_wrapper.type='DiGraPOptimWrapper' (or another mmdigrap wrapper), or remove "
+                f'{type(self).__name__} from custom_hooks.')
         source = find_pretrained_source(runner)
         if source is None and not self.allow_random_init:
             raise RuntimeError(
-                'DiGraPHook: no pre-trained weights were loaded (no `load_from`, no `resume`, no '
-                "`init_cfg=dict(type='Pretrained', ...)` in the model). Robust fine-tuning pulls "
-                'towards the pre-trained weights theta0, which would be a random init here. Set '
+                f'{type(self).__name__}: no pre-trained weights were loaded (no `load_from`, no '
+                "`resume`, no `init_cfg=dict(type='Pretrained', ...)` in the model). Robust "
+                'fine-tuning pulls towards the pre-trained weights theta0, which would be a random '
+                'init here. Set '
                 '`load_from=CKPT` or a backbone `init_cfg`, or pass '
-                "`dict(type='DiGraPHook', allow_random_init=True)` if that is intended.")
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+                f"`dict(type='{type(self).__name__}', allow_random_init=True)` if that is "
+                'intended.')
+        model = unwrap_model(runner.model)
         for opt in projections:
-            opt.set_param_names(model.named_parameters())
+            if not opt._names:  # built without RobustFTOptimWrapperConstructor
+                opt.set_param_names(model.named_parameters())
             taken = opt.capture_anchors()
             items = opt.managed_parameters()
-            anchored = [n for n, p, ex in items if not ex and p.requires_grad]
+            anchored = [n for n, p, ex in items
+                        if not ex and p.requires_grad and 'anchor' in opt.state.get(p, {})]
             excluded = [n for n, _, ex in items if ex]
-            numel = sum(p.numel() for _, p, ex in items if not ex and p.requires_grad)
+            numel = sum(p.numel() for _, p, ex in items
+                        if not ex and p.requires_grad and 'anchor' in opt.state.get(p, {}))
+            counts = opt.anchor_counts
+            if opt.anchor_policy.stored:
+                origin = (f'{counts["restored"]} restored from the checkpoint, '
+                          f'{counts["snapshotted"]} snapshotted from the weights '
+                          f'({taken} by this hook; theta0 from '
+                          f'{source or "the random init (allow_random_init=True)"})')
+            else:
+                origin = 'theta0 = 0, nothing stored'
             runner.logger.info(
-                f'DiGraPHook: {type(opt).__name__} ({opt.extra_repr()}) anchors '
-                f'{len(anchored)} tensors ({numel / 1e6:.2f} M params; theta0 from '
-                f'{source or "the random init (allow_random_init=True)"}; '
-                f'{taken} snapshotted now, {len(anchored) - taken if opt.anchor_policy.stored else 0}'
-                f' restored; anchor={opt.anchor_policy.mode!r}). Excluded ({len(excluded)}): '
+                f'{type(self).__name__}: {type(opt).__name__} ({opt.extra_repr()}) anchors '
+                f'{len(anchored)} tensors ({numel / 1e6:.2f} M params; {origin}; '
+                f'anchor={opt.anchor_policy.mode!r}). Excluded ({len(excluded)}): '
                 f'{", ".join(excluded) if excluded else "none"}')
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -126,8 +145,9 @@ class DiGraPHook(Hook):
         step = runner.iter + 1
         for i, opt in enumerate(self._projections(runner)):
             stats = getattr(opt, 'last_stats', None)
-            if not stats:
+            if not stats or not len(stats['params']):
                 continue
+            opt.warn_nonfinite_distances()
             prefix = 'train/' if i == 0 else f'train/opt{i}_'
             omega = stats.get('omega')
             dist = stats['sq_dist'].clamp_min(0).sqrt()
@@ -149,3 +169,13 @@ class DiGraPHook(Hook):
                                     for n, w in zip(names, omega.float().cpu().tolist())})
                 scalars.update({f'dist/{n}': d for n, d in zip(names, dist.float().cpu().tolist())})
                 runner.visualizer.add_scalars(scalars, step=step)
+
+
+@HOOKS.register_module()
+class DiGraPHook(RobustFTHook):
+    """Deprecated name of :class:`RobustFTHook` (it drives every method, not only DiGraP)."""
+
+    def __init__(self, *args, **kwargs):
+        warnings.warn("DiGraPHook is deprecated: use dict(type='RobustFTHook') (same "
+                      'arguments)', DeprecationWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)

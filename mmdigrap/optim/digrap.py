@@ -1,13 +1,14 @@
 """``mmdigrap.DiGraP``: the torch.optim face of Directional Gradient Projection."""
 import warnings
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from ..core.digrap import HYPERGRAD_NORMS, digrap_project_, hypergradient
-from .gradient_projection import GradientProjectionOptimizer
+from ._checks import check_betas, check_choice, check_number
+from .gradient_projection import GradientProjectionOptimizer, GroupDefault
 
 __all__ = ['DiGraP']
 
@@ -48,13 +49,25 @@ class DiGraP(GradientProjectionOptimizer):
             spec); False is the lean mode (a scalar per tensor; the hyper-gradient uses the
             current offset, spec 3.4), saving 1P of memory.
 
+    Per param group (``group.setdefault`` with the arguments above as defaults, so
+    ``paramwise_cfg=dict(custom_keys={'neck': dict(mu=0.1)})`` or an mmengine
+    ``param_scheduler`` with ``param_name='mu'`` change them, and the checkpoint keeps them):
+    ``mu``, ``hyper_betas`` (= ``betas``), ``hyper_eps`` (= ``eps``; both renamed so that they
+    never clash with Adam's own ``betas``/``eps`` in the same group), ``omega_max``,
+    ``omega_init``, ``trainable``, ``hypergrad_norm``. ``opt.mu`` etc. read the defaults.
+
     State per managed tensor (in ``self.state[p]``): ``anchor`` (S, pretrained mode),
-    ``omega``, ``omega_exp_avg``, ``omega_exp_avg_sq`` (0-d float32), and ``prev_proj`` (S) or
-    ``prev_coef`` (0-d). Memory beyond the base optimizer: 2P (1P lean, 1P/0P with zero anchor).
+    ``omega``, ``omega_exp_avg``, ``omega_exp_avg_sq`` (0-d float32), ``prev_proj`` (S) or
+    ``prev_coef`` (0-d), and ``step`` (int): the tensor's own hyper-step count t for the
+    hyper-Adam bias correction (as ``torch.optim.Adam`` keeps ``state['step']``). A tensor
+    that first gets a gradient late starts fresh at t = 1; when every tensor has a gradient from
+    the first step on, t equals the authors' global counter. Memory beyond the base optimizer:
+    2P (1P lean, 1P/0P with zero anchor).
 
     Raises:
-        ValueError: ``mu < 0``, ``omega_max < 0``, ``omega_init`` outside [0, omega_max], betas
-            outside [0, 1), ``eps <= 0``, unknown ``hypergrad_norm`` or ``anchor``.
+        ValueError: a non-finite number, ``mu < 0``, ``omega_max < 0``, ``omega_init`` outside
+            [0, omega_max], betas outside [0, 1), ``eps <= 0``, unknown ``hypergrad_norm`` or
+            ``anchor`` (also for a param group's own values).
 
     Example:
         >>> base = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
@@ -65,6 +78,14 @@ class DiGraP(GradientProjectionOptimizer):
 
     method = 'digrap'
 
+    mu = GroupDefault('mu')
+    betas = GroupDefault('hyper_betas')
+    eps = GroupDefault('hyper_eps')
+    omega_max = GroupDefault('omega_max')
+    omega_init = GroupDefault('omega_init')
+    trainable = GroupDefault('trainable')
+    hypergrad_norm = GroupDefault('hypergrad_norm')
+
     def __init__(self, base_optimizer: Optimizer, *, mu: float = 0.5,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  omega_max: float = 1.0, omega_init: float = 0.0, trainable: bool = True,
@@ -72,69 +93,93 @@ class DiGraP(GradientProjectionOptimizer):
                  anchor_device=None, exclude: Iterable[str] = (),
                  named_parameters: Optional[Iterable[Tuple[str, Tensor]]] = None,
                  store_projection: bool = True):
-        if mu < 0:
-            raise ValueError(f'DiGraP: mu (hyper-learning-rate of omega) must be >= 0, got {mu}; '
-                             'the paper uses 0.5 (sweep 0.01-10), mu=0 freezes omega')
-        if omega_max < 0:
-            raise ValueError(f'DiGraP: omega_max must be > 0 (paper: 1.0), got {omega_max}')
-        if omega_max == 0:
-            warnings.warn('DiGraP: omega_max=0 disables the projection; this is the base '
+        owner = type(self).__name__
+        hyper = self._check_hyper(dict(
+            mu=mu, hyper_betas=betas, hyper_eps=eps, omega_max=omega_max, omega_init=omega_init,
+            trainable=trainable, hypergrad_norm=hypergrad_norm), owner)
+        if hyper['omega_max'] == 0:
+            warnings.warn(f'{owner}: omega_max=0 disables the projection; this is the base '
                           'optimizer alone. Use omega_max=1.0 (the paper) to project.',
                           UserWarning, stacklevel=2)
-        if not 0.0 <= omega_init <= omega_max:
-            raise ValueError(f'DiGraP: omega_init must lie in [0, omega_max={omega_max}], got '
-                             f'{omega_init} (the paper starts at 0)')
-        if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
-            raise ValueError(f'DiGraP: betas must be two numbers in [0, 1), got {betas}')
-        if eps <= 0:
-            raise ValueError(f'DiGraP: eps must be > 0, got {eps}')
-        if hypergrad_norm not in HYPERGRAD_NORMS:
-            raise ValueError(f'DiGraP: hypergrad_norm must be one of {HYPERGRAD_NORMS}, got '
-                             f"{hypergrad_norm!r} ('row' = the authors' code)")
-        self.mu = float(mu)
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = float(eps)
-        self.omega_max = float(omega_max)
-        self.omega_init = float(omega_init)
-        self.trainable = bool(trainable)
-        self.hypergrad_norm = hypergrad_norm
         self.store_projection = bool(store_projection)
         #: per-step statistics of the last step: params, dot, sq_dist, conflict, omega
         self.last_stats: Dict[str, object] = {}
-        super().__init__(base_optimizer, anchor=anchor, anchor_dtype=anchor_dtype,
+        super().__init__(base_optimizer, hyper=hyper, anchor=anchor, anchor_dtype=anchor_dtype,
                          anchor_device=anchor_device, exclude=exclude,
                          named_parameters=named_parameters)
+
+    @classmethod
+    def _check_hyper(cls, hyper: Dict[str, Any], owner: str) -> Dict[str, Any]:
+        out = dict(hyper)
+        out['mu'] = check_number(owner, 'mu', hyper['mu'], 0.0,
+                                 'mu is the hyper-learning-rate of omega: the paper uses 0.5 '
+                                 '(sweep 0.01-10), mu=0 freezes omega')
+        out['omega_max'] = check_number(owner, 'omega_max', hyper['omega_max'], 0.0,
+                                        'the paper clips omega to [0, 1] (omega_max=1.0)')
+        out['omega_init'] = check_number(
+            owner, 'omega_init', hyper['omega_init'], 0.0,
+            f"omega_init must lie in [0, omega_max={out['omega_max']:g}] (the paper starts at 0)",
+            hi=out['omega_max'])
+        out['hyper_betas'] = check_betas(owner, hyper['hyper_betas'], 'betas')
+        out['hyper_eps'] = check_number(owner, 'eps', hyper['hyper_eps'], 0.0, 'use 1e-8',
+                                        lo_open=True)
+        out['trainable'] = bool(hyper['trainable'])
+        check_choice(owner, 'hypergrad_norm', hyper['hypergrad_norm'], HYPERGRAD_NORMS,
+                     "'row' = the authors' code")
+        return out
 
     def extra_repr(self) -> str:
         return (f'mu={self.mu}, betas={self.betas}, eps={self.eps}, omega_max={self.omega_max}, '
                 f'omega_init={self.omega_init}, trainable={self.trainable}, '
                 f'hypergrad_norm={self.hypergrad_norm!r}, store_projection={self.store_projection}')
 
-    def _init_state(self, p: Tensor) -> Dict:
+    def _init_state(self, p: Tensor, group: Optional[Dict[str, Any]] = None) -> Dict:
+        """The tensor's DiGraP state, created with its group's ``omega_init`` (default: the
+        constructor's) the first time."""
+        group = self.method_defaults if group is None else group
         st = self.state[p]
         if 'omega' not in st:
             kw = dict(dtype=torch.float64 if p.dtype == torch.float64 else torch.float32,
                       device=p.device)
-            st['omega'] = torch.full((), self.omega_init, **kw)
+            st['omega'] = torch.full((), float(group['omega_init']), **kw)
             st['omega_exp_avg'] = torch.zeros((), **kw)
             st['omega_exp_avg_sq'] = torch.zeros((), **kw)
             if self.store_projection:
                 st['prev_proj'] = torch.zeros_like(p, memory_format=torch.preserve_format)
             else:
                 st['prev_coef'] = torch.zeros((), **kw)
+            st['step'] = 0
         return st
 
+    def _upgrade_state(self) -> None:
+        for st in self.state.values():  # before per-tensor counts: the global counter
+            if 'omega' in st and 'step' not in st:
+                st['step'] = self.hyper_step
+
     def _pre_step(self, params: List[Tensor], grads: List[Tensor]) -> None:
-        states = [self._init_state(p) for p in params]
+        states = [self._init_state(p, self._group_of[id(p)]) for p in params]
+        for st in states:
+            st['step'] += 1
+        steps = [st['step'] for st in states]
+        parts = []
+        for group, idx in self._buckets(params, steps):
+            parts.append(self._project([params[i] for i in idx], [grads[i] for i in idx],
+                                       [states[i] for i in idx], group, steps[idx[0]]))
+        self.last_stats = self._merge_stats(parts)
+
+    def _project(self, params: List[Tensor], grads: List[Tensor], states: List[Dict],
+                 group: Dict[str, Any], step: int) -> Dict[str, Any]:
+        """DiGraP on one bucket (one param group, device, dtype and hyper-step count)."""
         anchors = self._anchors(params)
         g32 = [g if g.dtype in _WIDE else g.float() for g in grads]  # f16/bf16 -> f32
         omega, m, v = (torch.stack([st[k] for st in states]) for k in _SCALARS)
-        step = self.hyper_step + 1
-        train = self.trainable and self.mu > 0 and step > 1
+        mu = float(group['mu'])
+        beta1, beta2 = group['hyper_betas']
+        train = bool(group['trainable']) and mu > 0 and step > 1
         prev = [st['prev_proj'] for st in states] if self.store_projection else None
         hgrad = None
         if train and prev is not None:  # Norm(g_t, P_{t-1}), before P is overwritten
-            hgrad = hypergradient(g32, prev, self.hypergrad_norm)
+            hgrad = hypergradient(g32, prev, group['hypergrad_norm'])
         if prev is not None and all(b.dtype == g.dtype for b, g in zip(prev, g32)):
             # allocation-free path: d is written into the P buffers, then scaled into P_t
             offsets = proj_out = self.anchor_policy.offsets_into(prev, params, anchors)
@@ -143,10 +188,10 @@ class DiGraP(GradientProjectionOptimizer):
             proj_out = prev
         if train and prev is None:  # lean mode: P_{t-1} = c_{t-1} d_{t-1} ~ c_{t-1} d_t
             prev_coef = torch.stack([st['prev_coef'] for st in states])
-            hgrad = torch.sign(prev_coef) * hypergradient(g32, offsets, self.hypergrad_norm)
+            hgrad = torch.sign(prev_coef) * hypergradient(g32, offsets, group['hypergrad_norm'])
         res = digrap_project_(
-            g32, offsets, omega, m, v, hgrad, step=step, mu=self.mu, beta1=self.betas[0],
-            beta2=self.betas[1], eps=self.eps, omega_max=self.omega_max, proj_out=proj_out)
+            g32, offsets, omega, m, v, hgrad, step=step, mu=mu, beta1=beta1, beta2=beta2,
+            eps=group['hyper_eps'], omega_max=group['omega_max'], proj_out=proj_out)
         for g, g_new in zip(grads, g32):
             if g_new is not g:
                 g.copy_(g_new)
@@ -154,8 +199,8 @@ class DiGraP(GradientProjectionOptimizer):
             torch._foreach_copy_([st[key] for st in states], list(vec.unbind()))
         if prev is None:
             torch._foreach_copy_([st['prev_coef'] for st in states], list(res.proj_coef.unbind()))
-        self.last_stats = dict(params=params, omega=res.omega, dot=res.dot,
-                               sq_dist=res.sq_dist, conflict=res.conflict)
+        return dict(params=params, omega=res.omega, dot=res.dot, sq_dist=res.sq_dist,
+                    conflict=res.conflict)
 
     def omegas(self) -> Dict[str, float]:
         """{parameter name: omega} for every tensor that has DiGraP state (one host sync).

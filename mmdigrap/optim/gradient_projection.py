@@ -2,10 +2,19 @@
 
 ``step()`` = ``transform gradients with the method`` -> ``base.step()`` -> ``post-step hook``.
 The wrapper shares ``param_groups`` with the base (LR schedulers, ``paramwise_cfg`` and
-``GradScaler`` work unchanged); its ``state_dict()`` carries the base state plus the method's
-per-parameter state (anchors, omegas, ...) keyed by parameter, never by position.
+``GradScaler`` work unchanged). The method's hyper-parameters (DiGraP's ``mu``, FTP's ``k``, ...)
+live in those param groups too, filled with ``group.setdefault(key, constructor value)`` (as
+timm's ``Lookahead`` does): they can differ per group (``paramwise_cfg=dict(custom_keys=...)``),
+be scheduled (an mmengine ``param_scheduler`` with ``param_name='mu'``) and are checkpointed
+with the groups. ``state_dict()`` carries the base state plus the method's per-parameter state
+(anchors, omegas, ...) keyed by parameter, never by position; torch's step and state-dict hooks
+(``register_step_pre_hook``, ``register_state_dict_post_hook``, ...) fire as on any optimizer.
+
+A tensor is left alone by the method (no state, not logged) when it has no gradient this step,
+is excluded by name, or sits in a param group whose ``lr`` is 0 (re-checked every step).
 """
 import copy
+import warnings
 from collections import OrderedDict, defaultdict
 from itertools import chain
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -16,7 +25,36 @@ from torch.optim import Optimizer
 
 from ..core.anchors import AnchorPolicy, compile_exclude, match_excluded
 
-__all__ = ['GradientProjectionOptimizer']
+__all__ = ['GradientProjectionOptimizer', 'GroupDefault']
+
+#: the message of torch's ``add_param_group`` for a tensor in two groups (caught by the engine)
+DUPLICATE_PARAM_MSG = 'some parameters appear in more than one parameter group'
+
+
+class GroupDefault:
+    """Read-only attribute showing a method default: the value a param group gets when it has
+    none of its own (``opt.mu`` is the constructor's ``mu``; the value used is
+    ``group['mu']``)."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else obj.method_defaults[self.key]
+
+    def __set__(self, obj, value):
+        raise AttributeError(
+            f'{type(obj).__name__}.{self.key} is the default of the param groups; set '
+            f"`group[{self.key!r}]` in `opt.param_groups` (or schedule it with an mmengine "
+            f"param_scheduler, param_name={self.key!r}) instead")
+
+
+def _lr_is_zero(lr) -> bool:
+    """True for a group that cannot move its tensors (``lr == 0``); no host sync on a GPU
+    (a CUDA tensor lr counts as non-zero)."""
+    if isinstance(lr, Tensor):
+        return lr.device.type == 'cpu' and bool(lr == 0)
+    return lr == 0
 
 
 def _is_sharded(p: Tensor) -> bool:
@@ -50,6 +88,8 @@ class GradientProjectionOptimizer(Optimizer):
 
     Args:
         base_optimizer: an already built ``torch.optim.Optimizer`` (AdamW, SGD, Lion, ...).
+        hyper: {param-group key: default} of the method's hyper-parameters, already validated
+            by the subclass; every group gets them with ``setdefault`` and is validated.
         anchor: 'pretrained' or 'zero' (see :class:`~mmdigrap.core.anchors.AnchorPolicy`).
         anchor_dtype: storage dtype of the anchors (None = the parameter's).
         anchor_device: storage device of the anchors (None = the parameter's; e.g. 'cpu').
@@ -66,8 +106,9 @@ class GradientProjectionOptimizer(Optimizer):
     #: name stored in state_dicts; a checkpoint of another method is refused on load.
     method: str = 'projection'
 
-    def __init__(self, base_optimizer: Optimizer, *, anchor: str = 'pretrained',
-                 anchor_dtype=None, anchor_device=None, exclude: Iterable[str] = (),
+    def __init__(self, base_optimizer: Optimizer, *, hyper: Optional[Dict[str, Any]] = None,
+                 anchor: str = 'pretrained', anchor_dtype=None, anchor_device=None,
+                 exclude: Iterable[str] = (),
                  named_parameters: Optional[Iterable[Tuple[str, Tensor]]] = None):
         if not isinstance(base_optimizer, Optimizer):
             raise TypeError(f'{type(self).__name__} wraps an already built torch.optim.Optimizer '
@@ -76,7 +117,8 @@ class GradientProjectionOptimizer(Optimizer):
         if isinstance(base_optimizer, GradientProjectionOptimizer):
             raise TypeError(f'{type(self).__name__} cannot wrap another robust fine-tuning '
                             f'optimizer ({type(base_optimizer).__name__}); pick one method')
-        # Optimizer.__init__ would copy the param groups; share the base's instead.
+        # Optimizer.__init__ would copy the param groups; share the base's instead and set up
+        # what it sets up: torch's six hook dicts and the profiled, hook-calling step().
         self.base_optimizer = base_optimizer
         self._optimizer_step_pre_hooks = OrderedDict()
         self._optimizer_step_post_hooks = OrderedDict()
@@ -90,11 +132,37 @@ class GradientProjectionOptimizer(Optimizer):
         self._exclude_patterns = compile_exclude(exclude)
         self._names: Dict[int, str] = {}
         self._excluded: set = set()
-        #: number of completed optimizer steps (the global hyper-step counter is this + 1)
+        self._group_of: Dict[int, Dict[str, Any]] = {}
+        #: number of completed optimizer steps
         self.hyper_step = 0
+        #: where the anchors came from: 'restored' (load_state_dict) / 'snapshotted' (weights)
+        self.anchor_counts = {'restored': 0, 'snapshotted': 0}
+        #: {param-group key: default} of the method's hyper-parameters (validated)
+        self.method_defaults: Dict[str, Any] = dict(hyper or {})
+        # as timm's Lookahead: the defaults describe the groups, method keys included
+        self.base_optimizer.defaults.update(copy.deepcopy(self.method_defaults))
+        for i, group in enumerate(self.param_groups):
+            self._init_group(group, i)
         _refuse_sharded(self._all_params(), type(self).__name__)
         if named_parameters is not None:
             self.set_param_names(named_parameters)
+
+    # ------------------------------------------------------------------ hyper-parameters
+    @classmethod
+    def _check_hyper(cls, hyper: Dict[str, Any], owner: str) -> Dict[str, Any]:
+        """Validate a full {group key: value} dict of hyper-parameters; return it normalised.
+
+        Subclasses override it. Raises ValueError naming the option and the fix.
+        """
+        return dict(hyper)
+
+    def _init_group(self, group: Dict[str, Any], index: int) -> None:
+        """``group.setdefault`` every method default, then validate the group's values."""
+        for key, val in self.method_defaults.items():
+            group.setdefault(key, copy.deepcopy(val))
+        if self.method_defaults:
+            owner = f'{type(self).__name__} (param group {index})'
+            group.update(self._check_hyper({k: group[k] for k in self.method_defaults}, owner))
 
     # ----------------------------------------------------------------- shared with the base
     @property
@@ -114,7 +182,10 @@ class GradientProjectionOptimizer(Optimizer):
         self.base_optimizer.defaults = value
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """Add a group to the base optimizer and give it the method defaults."""
         self.base_optimizer.add_param_group(param_group)
+        self._init_group(self.param_groups[-1], len(self.param_groups) - 1)
+        _refuse_sharded(self.param_groups[-1]['params'], type(self).__name__)
 
     def __getstate__(self):
         return self.__dict__.copy()
@@ -161,21 +232,70 @@ class GradientProjectionOptimizer(Optimizer):
     def _all_params(self) -> List[Tensor]:
         return list(chain.from_iterable(g['params'] for g in self.param_groups))
 
-    def _params_with_grad(self) -> Tuple[List[Tensor], List[Tensor]]:
+    def _require_names(self) -> None:
+        """The one check that ``exclude`` has the names it needs.
+
+        Raises:
+            RuntimeError: ``exclude`` patterns were given but no parameter names.
+        """
         if self._exclude_patterns and not self._names:
             raise RuntimeError(
                 f'{type(self).__name__}: `exclude` patterns need parameter names. Pass '
-                '`named_parameters=model.named_parameters()`, call `set_param_names(...)`, or '
-                "in an mmengine config add `custom_hooks=[dict(type='DiGraPHook')]`.")
+                '`named_parameters=model.named_parameters()` or call `set_param_names(...)`; in '
+                "an mmengine config add `constructor='RobustFTOptimWrapperConstructor'` to "
+                'optim_wrapper (it hands the names over at build time).')
+
+    def _active_groups(self) -> List[Dict[str, Any]]:
+        """The param groups whose tensors can move this step (``lr != 0``)."""
+        return [g for g in self.param_groups if not _lr_is_zero(g.get('lr', 1.0))]
+
+    def _params_with_grad(self) -> Tuple[List[Tensor], List[Tensor]]:
+        """(params, grads) of the managed tensors with a gradient in groups with ``lr != 0``;
+        records each one's param group for :meth:`_buckets`."""
+        self._require_names()
         params, grads = [], []
-        for p in self._all_params():
-            if p.grad is not None and id(p) not in self._excluded:
+        self._group_of = {}
+        for group in self._active_groups():
+            for p in group['params']:
+                if p.grad is None or id(p) in self._excluded:
+                    continue
                 if p.grad.is_sparse:
                     raise RuntimeError(f'{type(self).__name__} does not support sparse gradients '
                                        f'({self.param_name(p)}); exclude that parameter')
                 params.append(p)
                 grads.append(p.grad)
+                self._group_of[id(p)] = group
         return params, grads
+
+    def _buckets(self, params: List[Tensor], extra: Optional[List[Any]] = None
+                 ) -> List[Tuple[Dict[str, Any], List[int]]]:
+        """Split ``params`` (from :meth:`_params_with_grad`) into buckets of one param group,
+        device and dtype (and ``extra[i]`` if given), for the batched (foreach / stacked) math.
+
+        Returns:
+            [(group, indices into params)], in order of first appearance: one bucket holding
+            everything in the usual case (one group, one device, one dtype).
+        """
+        out: Dict[Tuple, List[int]] = {}
+        for i, p in enumerate(params):
+            key = (id(self._group_of[id(p)]), p.device, p.dtype)
+            out.setdefault(key if extra is None else key + (extra[i],), []).append(i)
+        return [(self._group_of[id(params[idx[0]])], idx) for idx in out.values()]
+
+    @staticmethod
+    def _merge_stats(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """Concatenate per-bucket ``last_stats`` dicts (tensors on the first one's device)."""
+        if len(parts) <= 1:
+            return parts[0] if parts else {}
+        out: Dict[str, Any] = {}
+        for key, first in parts[0].items():
+            vals = [part[key] for part in parts]
+            if isinstance(first, Tensor):
+                out[key] = torch.cat([v.to(first.device, non_blocking=True).reshape(-1)
+                                      for v in vals])
+            else:
+                out[key] = [x for v in vals for x in v]
+        return out
 
     # ---------------------------------------------------------------------------- anchors
     def _anchors(self, params: List[Tensor]) -> List[Optional[Tensor]]:
@@ -187,16 +307,19 @@ class GradientProjectionOptimizer(Optimizer):
             st = self.state[p]
             if 'anchor' not in st:
                 st['anchor'] = self.anchor_policy.snapshot(p)
+                self.anchor_counts['snapshotted'] += 1
             out.append(st['anchor'])
         return out
 
     def capture_anchors(self) -> int:
         """Snapshot theta0 now for every managed tensor that has none yet.
 
-        Call after the pre-trained weights are loaded (``DiGraPHook`` does it in
-        ``before_train``). Returns the number of anchors taken.
+        Call after the pre-trained weights are loaded (``RobustFTHook`` does it in
+        ``before_train``). Tensors in a group with ``lr == 0`` get none (they cannot move).
+        Returns the number of anchors taken.
         """
-        params = [p for p in self._all_params() if p.requires_grad and not self.is_excluded(p)
+        params = [p for g in self._active_groups() for p in g['params']
+                  if p.requires_grad and not self.is_excluded(p)
                   and 'anchor' not in self.state.get(p, {})]
         self._anchors(params)
         return len(params) if self.anchor_policy.stored else 0
@@ -209,6 +332,33 @@ class GradientProjectionOptimizer(Optimizer):
             return {}
         vals = torch.stack([w.to(items[0][1].device) for _, w in items]).tolist()
         return {self.param_name(p): v for (p, _), v in zip(items, vals)}
+
+    def warn_nonfinite_distances(self) -> List[str]:
+        """Warn once per tensor whose ||theta - theta0||^2 in the last step was not finite.
+
+        That happens when the offset overflows float32 (e.g. bf16 weights ~1e20 away from
+        theta0): the method then skips the tensor's projection for that step. The check reads
+        ``last_stats`` (one host sync), so ``step()`` never does it; ``RobustFTHook`` calls it at
+        every log. Returns the names newly warned about.
+
+        Warns:
+            UserWarning: naming each such tensor, once per tensor.
+        """
+        stats = getattr(self, 'last_stats', None) or {}
+        if 'sq_dist' not in stats or not len(stats['params']):
+            return []
+        bad = (~torch.isfinite(stats['sq_dist'].float())).cpu().tolist()
+        warned = self.__dict__.setdefault('_warned_nonfinite', set())
+        names = [self.param_name(p) for p, b in zip(stats['params'], bad) if b]
+        names = [n for n in names if n not in warned]
+        for name in names:
+            warned.add(name)
+            warnings.warn(
+                f'{type(self).__name__}: ||theta - theta0||^2 of {name!r} is not finite in float32 '
+                '(the offset from the anchor overflowed); its projection is skipped while this '
+                'lasts. Check the learning rate and the weights of that tensor, or exclude it.',
+                UserWarning, stacklevel=2)
+        return names
 
     # ------------------------------------------------------------------------------- step
     def _pre_step(self, params: List[Tensor], grads: List[Tensor]) -> None:
@@ -249,20 +399,33 @@ class GradientProjectionOptimizer(Optimizer):
 
         The flat layout lets a plain optimizer resume from it (it ignores ``'projection'``).
         """
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
         index = {id(p): i for i, p in enumerate(self._all_params())}
         state = {index[id(p)]: dict(st) for p, st in self.state.items() if id(p) in index}
         out = dict(self.base_optimizer.state_dict())
         out['projection'] = {'method': self.method, 'hyper_step': self.hyper_step,
                              'state': state}
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, out)
+            if result is not None:
+                out = result
         return out
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Load a :meth:`state_dict`; tensors are moved to their parameter's device.
 
+        Checkpoints written before the hyper-parameters moved into the param groups load too:
+        the groups get the constructor's values, each tensor's hyper-step count the global one.
+
         Raises:
             ValueError: the state was written by a plain optimizer (no method state), or by
                 another method; the message says how to proceed.
         """
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         if 'projection' not in state_dict:
             raise ValueError(
                 f'{type(self).__name__}: this optimizer state was saved without '
@@ -298,3 +461,12 @@ class GradientProjectionOptimizer(Optimizer):
                 new[key] = val
             self.state[p] = new
         self.hyper_step = int(proj['hyper_step'])
+        self.anchor_counts['restored'] += sum('anchor' in st for st in self.state.values())
+        for i, group in enumerate(self.param_groups):  # old checkpoints: no method keys
+            self._init_group(group, i)
+        self._upgrade_state()
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def _upgrade_state(self) -> None:
+        """Fill per-tensor keys missing from an older checkpoint (subclasses)."""

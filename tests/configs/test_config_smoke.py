@@ -206,7 +206,7 @@ def _build_hooks(cfg, batch_fn, model):
     from mmengine.registry import HOOKS
     hooks = []
     for h in copy.deepcopy(cfg.get('custom_hooks', []) or []):
-        if h['type'] == 'DiGraPHook':
+        if h['type'] in ('RobustFTHook', 'DiGraPHook'):
             h.update(allow_random_init=True, log_interval=1)
         elif h['type'] == 'TPGMHook':
             batches = [batch_fn(model, 100 + i) for i in range(2)]
@@ -342,5 +342,5 @@ def _train_two_steps(cfg, family, model):
     moved = [n for n, p in trainable if not torch.equal(p.detach(), before[n])]
     assert moved, 'no trainable weight changed in two steps'
 
-    if any(type(h).__name__ == 'DiGraPHook' for h in hooks):
+    if any(type(h).__name__ in ('RobustFTHook', 'DiGraPHook') for h in hooks):
         assert runner.message_hub.get_scalar('train/dist_to_anchor') is not None

@@ -40,7 +40,6 @@ faster than the loop on CUDA; 0 host syncs; state <= AdamW + 2P (lean: + 1P).
 import argparse
 import contextlib
 import gc
-import math
 import os
 import os.path as osp
 import platform
@@ -58,6 +57,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from mmdigrap import DiGraP  # noqa: E402
+# the authors'-style per-tensor loop: the one reference of the tests
+from mmdigrap.core.reference import ReferenceDiGraP as LoopDiGraP  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # parameter lists with real ViT shapes
@@ -96,64 +97,6 @@ def make_params(arch: str, device: str, seed: int = 0) -> List[torch.nn.Paramete
         p.grad = (1e-3 * torch.randn(shape, generator=gen)).to(device)
         params.append(p)
     return params
-
-
-# --------------------------------------------------------------------------------------------
-# the authors'-style loop (self-contained; same math as tests/reference.py, spec 1.10)
-# --------------------------------------------------------------------------------------------
-class LoopDiGraP:
-    """Per-tensor DiGraP in the authors' style, then the base optimizer's step.
-
-    Python ``if`` on each tensor's dot product and ``.item()`` for every scalar (a host sync
-    per tensor on a GPU), state kept in Python lists indexed by position (as the authors do).
-    """
-
-    def __init__(self, base: torch.optim.Optimizer, mu=0.5, betas=(0.9, 0.999), eps=1e-8,
-                 omega_max=1.0):
-        self.base = base
-        self.params = [p for g in base.param_groups for p in g['params']]
-        self.mu, self.betas, self.eps, self.kappa = mu, betas, eps, omega_max
-        self.T = 1
-        self.anchor = [p.detach().clone() for p in self.params]
-        self.P = [torch.zeros_like(p) for p in self.params]
-        self.w = [0.0] * len(self.params)
-        self.mw = [0.0] * len(self.params)
-        self.vw = [0.0] * len(self.params)
-
-    @staticmethod
-    def _h(g, P):
-        if g.dim() >= 2:
-            return torch.sum(F.normalize(g, dim=1) * F.normalize(P, dim=1)).item()
-        return torch.sum(F.normalize(g.reshape(1, -1), dim=1)
-                         * F.normalize(P.reshape(1, -1), dim=1)).item()
-
-    @torch.no_grad()
-    def step(self):
-        b1, b2 = self.betas
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            g = p.grad
-            d = p - self.anchor[i]
-            s = torch.sum(g * d).item()
-            q = torch.sum(d * d).item()
-            Pn = (s / (q + 1e-8)) * d
-            if self.T > 1:
-                h = self._h(g, self.P[i])
-                self.mw[i] = b1 * self.mw[i] + (1 - b1) * h
-                self.vw[i] = b2 * self.vw[i] + (1 - b2) * h * h
-                mhat = self.mw[i] / (1 - b1 ** self.T)
-                vhat = self.vw[i] / (1 - b2 ** self.T)
-                self.w[i] = min(max(self.w[i] - self.mu * mhat / (math.sqrt(vhat) + self.eps),
-                                    0.0), self.kappa)
-            self.P[i] = Pn
-            if s < 0:
-                g.sub_(self.w[i] * Pn)
-        self.base.step()
-        self.T += 1
-
-    def state_tensors(self):
-        return self.anchor + self.P
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 # Knobs: --cfg-options optim_wrapper.digrap.omega=0.5
 optim_wrapper = dict(
     type='FixedDiGraPOptimWrapper',
+    constructor='RobustFTOptimWrapperConstructor',  # parameter names for `exclude`
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.0),
     digrap=dict(omega=1.0, exclude=[r'^head\.'], anchor='pretrained'))
-custom_hooks = [dict(type='DiGraPHook', log_interval=50)]
+custom_hooks = [dict(type='RobustFTHook', log_interval=50)]

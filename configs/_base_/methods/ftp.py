@@ -4,6 +4,7 @@
 # Knobs: --cfg-options optim_wrapper.ftp.k=0.5
 optim_wrapper = dict(
     type='FTPOptimWrapper',
+    constructor='RobustFTOptimWrapperConstructor',  # parameter names for `exclude`
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.0),
     ftp=dict(k=1.0, exclude=[r'^head\.'], anchor='pretrained'))
-custom_hooks = [dict(type='DiGraPHook', log_interval=50)]
+custom_hooks = [dict(type='RobustFTHook', log_interval=50)]

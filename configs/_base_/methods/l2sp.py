@@ -6,4 +6,4 @@ optim_wrapper = dict(
     type='L2SPOptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.0),
     l2sp=dict(weight=1e-2, exclude=[r'^head\.'], anchor='pretrained'))
-custom_hooks = [dict(type='DiGraPHook', log_interval=50)]
+custom_hooks = [dict(type='RobustFTHook', log_interval=50)]

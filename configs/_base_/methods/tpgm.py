@@ -6,6 +6,7 @@
 # Knobs: --cfg-options optim_wrapper.tpgm.norm=mars optim_wrapper.tpgm.proj_lr=1e-2
 optim_wrapper = dict(
     type='TPGMOptimWrapper',
+    constructor='RobustFTOptimWrapperConstructor',  # parameter names for `exclude`
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.0),
     tpgm=dict(proj_lr=1e-2, norm='l2', exclude=[r'^head\.'], anchor='pretrained'))
-custom_hooks = [dict(type='DiGraPHook', log_interval=50), dict(type='TPGMHook', interval=1)]
+custom_hooks = [dict(type='RobustFTHook', log_interval=50), dict(type='TPGMHook', interval=1)]

@@ -22,8 +22,9 @@ to (almost exactly) theta0.
 Everything is batched over N tensors: scalars in (N,) vectors, elementwise work per tensor or
 with ``torch._foreach_*``, the branches as ``torch.where``; no host synchronisation.
 
-:func:`scalar_adam_update` (the bias-corrected Adam on one scalar per tensor) and
-:func:`mars_row_norms` are shared with TPGM (``tpgm.py``).
+:func:`~mmdigrap.core.scalar_adam.scalar_adam_update` (the bias-corrected Adam on one scalar
+per tensor, shared with DiGraP and TPGM) is re-exported here; :func:`mars_row_norms` is shared
+with SPD.
 """
 from typing import List, NamedTuple
 
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ..digrap import batched_dot
+from ..scalar_adam import scalar_adam_update
 
 __all__ = ['FTP_EPS', 'mars_row_norms', 'row_dot_sum', 'scalar_adam_update', 'FTPStepResult',
            'ftp_project_']
@@ -61,32 +63,6 @@ def row_dot_sum(g: Tensor, c: Tensor, scale: Tensor) -> Tensor:
     if g.dim() >= 2:
         return ((g * c).sum(dim=tuple(range(1, g.dim())), keepdim=True) * scale).sum()
     return ((g * c).sum() * scale).sum()
-
-
-def scalar_adam_update(value: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, *,
-                       step: Tensor, lr: float, beta1: float, beta2: float, eps: float):
-    """One bias-corrected Adam step on N scalars (FTP's gamma, TPGM's radii).
-
-    ``value - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)``, the formula of
-    ``FTP._adam_util`` and (up to rounding) of ``torch.optim.Adam``.
-
-    Args:
-        value, exp_avg, exp_avg_sq, grad: (N,) tensors of one floating dtype.
-        step: (N,) per-entry step counts t >= 1, same dtype (bias correction).
-        lr, beta1, beta2, eps: Adam settings.
-
-    Returns:
-        (value, exp_avg, exp_avg_sq), new (N,) tensors. Entries whose ``grad`` is not finite
-        keep their old values (a NaN/inf never reaches the radius).
-    """
-    finite = torch.isfinite(grad)
-    h = torch.where(finite, grad, torch.zeros_like(grad))
-    m = torch.where(finite, beta1 * exp_avg + (1 - beta1) * h, exp_avg)
-    v = torch.where(finite, beta2 * exp_avg_sq + (1 - beta2) * h * h, exp_avg_sq)
-    m_hat = m / (1 - torch.pow(beta1, step))
-    v_hat = v / (1 - torch.pow(beta2, step))
-    new = value - lr * m_hat / (torch.sqrt(v_hat) + eps)
-    return torch.where(finite, new, value), m, v
 
 
 class FTPStepResult(NamedTuple):
