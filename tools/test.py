@@ -17,7 +17,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
-from mmdigrap.engine.runtime import setup_cpu_distributed
+from mmdigrap.engine.runtime import TRUST_ENV, setup_cpu_distributed
 
 
 def parse_args():
@@ -76,6 +76,11 @@ def parse_args():
         'has `tta_pipeline` and `tta_model` fields, use them to determine the '
         'TTA transforms and how to merge the TTA results. Otherwise, use flip '
         'TTA by averaging classification score.')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='unpickle the checkpoint fully (weights_only=False; can run code hidden in '
+        f'the file: only for files you trust). Same as {TRUST_ENV}=1')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -172,6 +177,8 @@ def merge_args(cfg, args):
 
 def main():
     args = parse_args()
+    if args.trust_checkpoint:
+        os.environ[TRUST_ENV] = '1'
 
     if args.out is None and args.out_item is not None:
         raise ValueError('Please use `--out` argument to specify the '

@@ -1,7 +1,9 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 # Adapted from mmpretrain 1.2.0 tools/train.py for mmdigrap: same flags and behaviour, plus
-#   * ``import mmdigrap`` (registers the DiGraP optimizer wrappers / hooks and installs the
-#     torch>=2.6 ``weights_only`` fix for mmengine checkpoint loading, so --resume works);
+#   * ``import mmdigrap`` (registers the DiGraP optimizer wrappers / hooks and lets mmengine load
+#     its own checkpoints under torch's safe ``weights_only=True``, so --resume works);
+#   * ``--trust-checkpoint``: explicit opt-in to full unpickling of the checkpoints this run
+#     loads (only for files you trust; each load warns);
 #   * ``setup_cpu_distributed`` so ``--launcher pytorch|slurm|mpi`` also works without CUDA
 #     (gloo + device_ids=None; mmengine 0.10.7 would call torch.cuda.set_device and crash);
 #   * ``--amp`` picks the AMP flavour of the configured wrapper (DiGraPOptimWrapper ->
@@ -22,8 +24,8 @@ from mmengine.runner import Runner
 from mmengine.utils import digit_version
 from mmengine.utils.dl_utils import TORCH_VERSION
 
-import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
-from mmdigrap.engine.runtime import setup_cpu_distributed
+import mmdigrap  # noqa: F401  (registers modules + safe checkpoint loading)
+from mmdigrap.engine.runtime import TRUST_ENV, setup_cpu_distributed
 
 
 def parse_args():
@@ -61,6 +63,12 @@ def parse_args():
         action='store_true',
         help='whether to disable the persistent_workers option in dataloaders.'
     )
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='unpickle the checkpoints this run loads (load_from, --resume, init_cfg) fully '
+        '(weights_only=False; can run code hidden in the file: only for files you trust). '
+        f'Same as {TRUST_ENV}=1')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -215,6 +223,8 @@ def merge_args(cfg, args):
 
 def main():
     args = parse_args()
+    if args.trust_checkpoint:  # the environment variable also reaches worker processes
+        os.environ[TRUST_ENV] = '1'
 
     # load config
     cfg = Config.fromfile(args.config)
