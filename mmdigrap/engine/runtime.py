@@ -189,6 +189,7 @@ class _CheckpointTorch(types.ModuleType):
             return real.load(f, *args, weights_only=True, **kwargs)
         except pickle.UnpicklingError as err:
             detail = str(err).split('WeightsUnpickler error:', 1)[-1].strip().split('\n')[0]
+            detail = detail.split(' Please use', 1)[0].rstrip('.')
             raise UntrustedCheckpointError(
                 f'Refusing to unpickle checkpoint {_describe(f)}: it holds objects outside the '
                 f"safe weights_only allow-list ({detail}). Unpickling such objects can run "
