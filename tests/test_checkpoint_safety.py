@@ -50,7 +50,9 @@ class Evil:
 
 @pytest.fixture(autouse=True)
 def _no_opt_in(monkeypatch):
-    monkeypatch.delenv(TRUST_ENV, raising=False)
+    # set (not deleted), so that monkeypatch removes it afterwards even when tools/train.py
+    # --trust-checkpoint wrote os.environ directly
+    monkeypatch.setenv(TRUST_ENV, '0')
     assert not trusted_checkpoint_loading_enabled()
 
 
@@ -260,5 +262,5 @@ def test_opt_in_flag_of_train_py(digrap_runs, tmp_path, monkeypatch):
     evil = _evil_copy(digrap_runs[0], tmp_path, marker)
     with pytest.warns(UserWarning, match=f'unpickling checkpoint {evil}'):
         _train_py(monkeypatch, tmp_path, '--resume', str(evil), '--trust-checkpoint')
-    assert marker.exists() and os.environ[TRUST_ENV] == '1'
+    assert marker.exists() and os.environ[TRUST_ENV] == '1'  # undone by _no_opt_in
     assert (tmp_path / 'w' / 'epoch_2.pth').is_file()
