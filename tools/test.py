@@ -1,7 +1,8 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 # Adapted from mmpretrain 1.2.0 tools/test.py for mmdigrap: same flags and behaviour, plus
-#   * ``import mmdigrap`` (registers mmdigrap's modules and installs the torch>=2.6
-#     ``weights_only`` fix, without which mmengine cannot load its own checkpoints);
+#   * ``import mmdigrap`` (registers mmdigrap's modules and lets mmengine load its own
+#     checkpoints under torch's safe ``weights_only=True``); ``--trust-checkpoint`` opts in to
+#     full unpickling (only for files you trust);
 #   * ``setup_cpu_distributed`` so ``--launcher pytorch|slurm|mpi`` also works without CUDA
 #     (gloo + device_ids=None; mmengine 0.10.7 would call torch.cuda.set_device and crash);
 #   * ``persistent_workers`` is switched off for a test loader with ``num_workers=0``.
@@ -14,7 +15,7 @@ import mmengine
 from mmengine.config import Config, ConfigDict
 from mmengine.evaluator import DumpResults
 
-import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
+import mmdigrap  # noqa: F401  (registers modules + safe checkpoint loading)
 from mmdigrap.engine.launch import (
     add_common_args,
     apply_dataloader_defaults,

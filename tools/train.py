@@ -1,7 +1,9 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 # Adapted from mmpretrain 1.2.0 tools/train.py for mmdigrap: same flags and behaviour, plus
-#   * ``import mmdigrap`` (registers the DiGraP optimizer wrappers / hooks and installs the
-#     torch>=2.6 ``weights_only`` fix for mmengine checkpoint loading, so --resume works);
+#   * ``import mmdigrap`` (registers the DiGraP optimizer wrappers / hooks and lets mmengine load
+#     its own checkpoints under torch's safe ``weights_only=True``, so --resume works);
+#   * ``--trust-checkpoint``: explicit opt-in to full unpickling of the checkpoints this run
+#     loads (only for files you trust; each load warns);
 #   * ``setup_cpu_distributed`` so ``--launcher pytorch|slurm|mpi`` also works without CUDA
 #     (gloo + device_ids=None; mmengine 0.10.7 would call torch.cuda.set_device and crash);
 #   * ``--amp`` picks the AMP flavour of the configured wrapper (DiGraPOptimWrapper ->
@@ -16,7 +18,7 @@ import warnings
 import torch
 from mmengine.config import Config
 
-import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
+import mmdigrap  # noqa: F401  (registers modules + safe checkpoint loading)
 from mmdigrap.engine.launch import (
     add_common_args,
     apply_dataloader_defaults,

@@ -1,5 +1,6 @@
 """The mmengine face: OptimWrappers (OPTIM_WRAPPERS), hooks (HOOKS) and runtime fixes."""
 from .baseline_hooks import TPGMHook
+from .checkpoint_hooks import ExactResumeHook  # noqa: F401  (registers ExactResumeHook)
 from .baseline_wrappers import (FixedDiGraPAmpOptimWrapper, FixedDiGraPOptimWrapper,
                                 FTPAmpOptimWrapper, FTPOptimWrapper, L2SPAmpOptimWrapper,
                                 L2SPOptimWrapper, SPDAmpOptimWrapper, SPDOptimWrapper,

@@ -17,7 +17,8 @@ LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
 def add_common_args(parser) -> None:
-    """Add mmpretrain's ``--cfg-options``, ``--launcher`` and ``--local_rank`` flags.
+    """Add mmpretrain's ``--cfg-options``, ``--launcher`` and ``--local_rank`` flags, and
+    ``--trust-checkpoint`` (explicit opt-in to full unpickling).
 
     ``--local-rank`` is accepted too (``torch.distributed.launch`` on torch >= 2.0 passes
     that spelling).
@@ -35,12 +36,22 @@ def add_common_args(parser) -> None:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    from .runtime import TRUST_ENV
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='unpickle the checkpoints this run loads (load_from, --resume, init_cfg) fully '
+        '(weights_only=False; can run code hidden in the file: only for files you trust). '
+        f'Same as {TRUST_ENV}=1')
 
 
 def set_local_rank_env(args) -> None:
-    """``LOCAL_RANK`` from ``--local_rank`` unless the launcher already set it."""
+    """``LOCAL_RANK`` from ``--local_rank`` unless the launcher already set it; the
+    ``--trust-checkpoint`` opt-in as its environment variable (so worker processes see it)."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if getattr(args, 'trust_checkpoint', False):
+        from .runtime import TRUST_ENV
+        os.environ[TRUST_ENV] = '1'
 
 
 def resolve_work_dir(cfg, work_dir: Optional[str], config_path: str) -> str:
