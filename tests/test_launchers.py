@@ -216,8 +216,12 @@ def test_dist_test_as_in_readme(dist_trained, tmp_path):
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(next(out.rglob('results.json')).read_text())
-    text = json.dumps(res)
-    assert 'contrast_s2' in text
+    sets = {s['name']: s for s in res['sets']}
+    assert sorted(sets) == ['contrast_s2', 'id']
+    for s in sets.values():  # both ranks' predictions are gathered: all 16 images of each set
+        assert s['num_images'] == 16
+        assert s['accuracy'] == pytest.approx(100 * s['correct'] / 16)
+    assert res['id'] == sets['id']['accuracy']
     log = next(out.glob('*/*.log')).read_text()
     assert 'Distributed launcher: pytorch' in log
     assert 'Epoch(test) [1/1]' in log  # 16 images per set over 2 ranks of batch 16

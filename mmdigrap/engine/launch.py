@@ -80,7 +80,8 @@ def load_config(path: str, **kwargs):
 
 
 def _lookup(cfg, dotted: str):
-    """``(True, value)`` if the dotted key (list indices as integers) exists in ``cfg``."""
+    """``(True, value)`` if the dotted key (list indices as integers) exists in ``cfg`` (a
+    ``Config``, ``ConfigDict`` or dict)."""
     node = cfg
     for part in dotted.split('.'):
         if isinstance(node, (list, tuple)) and part.lstrip('-').isdigit():
@@ -88,7 +89,7 @@ def _lookup(cfg, dotted: str):
             if not -len(node) <= i < len(node):
                 return False, None
             node = node[i]
-        elif isinstance(node, Mapping) and part in node:
+        elif not isinstance(node, (str, bytes)) and hasattr(node, 'keys') and part in node:
             node = node[part]
         else:
             return False, None
