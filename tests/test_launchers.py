@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _tiny import write_tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent

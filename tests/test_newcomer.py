@@ -16,6 +16,8 @@ import torch
 
 pytest.importorskip('mmengine')
 
+from _tiny import write_tiny_config  # noqa: E402
+
 import mmdigrap  # noqa: E402,F401
 from mmdigrap.datasets.checks import main as checks_main  # noqa: E402
 from mmdigrap.datasets.checks import missing_model_paths  # noqa: E402
@@ -27,8 +29,6 @@ from mmdigrap.engine.launch import (  # noqa: E402
     input_size_mismatch,
     load_config,
 )
-
-from _tiny import write_tiny_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED = ROOT / 'configs' / 'embedded' / 'dinov2-s_fmnist_digrap.py'
@@ -97,8 +97,8 @@ def test_quick_shrinks_the_embedded_run(monkeypatch, tmp_path):
     if not osp.exists(REAL_FMNIST):
         pytest.skip('the real Fashion-MNIST (dataset-fashion-mnist) is not installed')
     # images of the quick size reach the model, and the training set has the quick size
-    from mmengine.registry import DATASETS, MODELS
     from mmengine.dataset import pseudo_collate
+    from mmengine.registry import DATASETS, MODELS
     ds = DATASETS.build(cfg.train_dataloader.dataset)
     assert len(ds) == 160
     model = MODELS.build(cfg.model)
