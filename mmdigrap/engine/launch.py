@@ -47,6 +47,25 @@ def add_common_args(parser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def set_local_rank_env(args) -> None:
+    """``LOCAL_RANK`` from ``--local_rank`` unless the launcher already set it."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+
+
+def resolve_work_dir(cfg, work_dir: Optional[str], config_path: str) -> str:
+    """Set ``cfg.work_dir`` as mmpretrain's tools do: CLI > the config's > the file name.
+
+    ``work_dir`` (the ``--work-dir`` flag) wins; else a ``work_dir`` in the config; else
+    ``./work_dirs/<config file stem>``. Returns the value set.
+    """
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    return cfg.work_dir
+
+
 def add_quick_arg(parser) -> None:
     """Add ``--quick``: apply the config's ``quick`` dict of overrides (see :func:`apply_quick`)."""
     parser.add_argument(
@@ -54,12 +73,6 @@ def add_quick_arg(parser) -> None:
         help=f'a small run: apply the config\'s `{QUICK_KEY}` dict of overrides (dotted keys as '
         'in --cfg-options, e.g. fewer and smaller images) before --cfg-options; an error if '
         'the config declares none')
-
-
-def set_local_rank_env(args) -> None:
-    """``LOCAL_RANK`` from ``--local_rank`` unless the launcher already set it."""
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
 
 
 def load_config(path: str, **kwargs):
@@ -131,19 +144,6 @@ def apply_quick(cfg, config_path: str = 'the config') -> Dict[str, Any]:
             f'(a typo, or a key of another model/dataset); fix or remove them.')
     cfg.merge_from_dict(deepcopy(quick))
     return quick
-
-
-def resolve_work_dir(cfg, work_dir: Optional[str], config_path: str) -> str:
-    """Set ``cfg.work_dir`` as mmpretrain's tools do: CLI > the config's > the file name.
-
-    ``work_dir`` (the ``--work-dir`` flag) wins; else a ``work_dir`` in the config; else
-    ``./work_dirs/<config file stem>``. Returns the value set.
-    """
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
-    return cfg.work_dir
 
 
 def apply_dataloader_defaults(cfg, defaults: Mapping, fields: Sequence[str] = LOADERS,

@@ -100,9 +100,9 @@ _SHORTEN = ((re.compile(r'(^|\.)(?:layers|blocks|layer|stages)\.(\d+)\.'), r'\1L
 def short_names(names):
     """Shortened tensor names for the heat-map rows, in the same order.
 
-    Drops the first component when all (two or more) names share it (``backbone.``, DDP's ``module.``),
-    writes the first ``layers.<i>.`` / ``blocks.<i>.`` as ``L<i>.``, ``.weight`` / ``.bias`` as
-    ``.w`` / ``.b``, and ``projection`` / ``patch_embed`` as ``proj`` / ``patch``:
+    Drops the first component when all (two or more) names share it (``backbone.``, DDP's
+    ``module.``), writes the first ``layers.<i>.`` / ``blocks.<i>.`` as ``L<i>.``, ``.weight``
+    / ``.bias`` as ``.w`` / ``.b``, and ``projection`` / ``patch_embed`` as ``proj`` / ``patch``:
     ``backbone.layers.3.attn.qkv.weight`` -> ``L3.attn.qkv.w``.
     """
     names = list(names)
