@@ -47,7 +47,7 @@ def _why_no_omega(work_dir, files, rows, key_prefix):
     """The message for a work dir without ``key_prefix`` scalars: what is missing, what to do."""
     where = f'{work_dir}/*/vis_data/scalars.json'
     if not files:
-        return (f'no {where}: {work_dir} is not a finished run\'s work dir, or the run had no '
+        return (f'no {where}: {work_dir} is not a run\'s work dir, or the run had no '
                 "LocalVisBackend (visualizer=dict(vis_backends=[dict(type='LocalVisBackend')]))")
     hook = _digrap_hook(work_dir)
     if hook is not None and hook[0] is None:
