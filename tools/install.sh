@@ -35,8 +35,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 log "torch 2.14.1 + torchvision 0.29.1 (+ setuptools<81: mmengine/mmcv import pkg_resources)"
 $P install -q -c "$C" torch torchvision setuptools wheel ninja
-log "OpenMMLab stack: mmengine, mmpretrain, mmdet, mmsegmentation (+ transformers for BLIP, ruff for tests/test_lint.py)"
-$P install -q -c "$C" mmengine mmpretrain mmdet mmsegmentation ftfy regex onnx onnxruntime pytest pandas matplotlib transformers ruff
+log "OpenMMLab stack: mmengine, mmpretrain, mmdet, mmsegmentation (+ transformers for BLIP, tensorboard for TensorboardVisBackend, ruff for tests/test_lint.py)"
+$P install -q -c "$C" mmengine mmpretrain mmdet mmsegmentation ftfy regex onnx onnxruntime pytest pandas matplotlib transformers tensorboard ruff
 
 have_ext=$($VENV/bin/python -c "import importlib.util as u; print(int(u.find_spec('mmcv._ext') is not None))" 2>/dev/null || echo 0)
 if [ "$MODE" = full ]; then
