@@ -27,8 +27,10 @@ N_STEPS = 4
 WORLD = 2
 
 
-def _model(seed=0):
+def _model(seed=0, uneven=False):
     torch.manual_seed(seed)  # every shape even: rank 0 and 1 hold the same number of rows
+    if uneven:  # 5 and 3 rows: shards of 3 + 2 and 2 + 1 rows, biases of 3 + 2 and 2 + 1
+        return nn.Sequential(nn.Linear(8, 5), nn.Tanh(), nn.Linear(5, 3), nn.Linear(3, 2))
     return nn.Sequential(nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 4), nn.LayerNorm(4),
                          nn.Linear(4, 2))
 
@@ -63,6 +65,7 @@ def _make(method, model):
 
 
 METHODS = ['digrap', 'digrap_lean_tensor', 'fixed', 'l2sp', 'ftp', 'spd', 'spd_mars', 'tpgm']
+UNEVEN = ['digrap', 'ftp', 'spd_mars', 'tpgm']
 SCALARS = {'digrap': 'omega', 'digrap_lean_tensor': 'omega', 'fixed': 'omega',
            'ftp': 'ftp_gamma', 'tpgm': 'tpgm_gamma'}
 
@@ -90,9 +93,9 @@ def _anchor_bytes(opt):
                for st in opt.state.values() if 'anchor' in st)
 
 
-def _sharded(seed=0):
+def _sharded(seed=0, uneven=False):
     from mmdigrap.engine.fsdp_strategy import apply_fully_shard
-    model = _model(seed)
+    model = _model(seed, uneven)
     return apply_fully_shard(model, wrap_modules=[r'0', r'2'])
 
 
@@ -108,14 +111,16 @@ def _worker(rank, port, out):
     res = {}
     batches = _data()
     # 1. every method: N sharded steps
-    for method in METHODS:
-        model = _sharded()
+    for method in METHODS + [m + '_uneven' for m in UNEVEN]:
+        uneven = method.endswith('_uneven')
+        method = method[:-len('_uneven')] if uneven else method
+        model = _sharded(uneven=uneven)
         opt = _make(method, model)
         _train(model, opt, method, batches, rank, WORLD)
         key = SCALARS.get(method)
-        res[method] = dict(params=_full_params(model),
-                           scalars=opt.scalar_state(key) if key else {},
-                           anchor_bytes=_anchor_bytes(opt))
+        res[method + ('_uneven' if uneven else '')] = dict(
+            params=_full_params(model), scalars=opt.scalar_state(key) if key else {},
+            sq_dist=opt.last_stats['sq_dist'].clone(), anchor_bytes=_anchor_bytes(opt))
     # 2. resume: 2 steps, sharded checkpoint, 2 steps == fresh run + load + 2 steps
     for method in ('digrap', 'ftp'):
         ckpt = osp.join(out, f'ckpt_{method}')
@@ -209,20 +214,23 @@ def fsdp_results(tmp_path_factory):
                  for r in range(WORLD)]
 
 
-def _single(method, batches):
-    model = _model()
+def _single(method, batches, uneven=False):
+    model = _model(uneven=uneven)
     opt = _make(method, model)
     _train(model, opt, method, batches)
     key = SCALARS.get(method)
     return model, opt, (opt.scalar_state(key) if key else {})
 
 
-@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('method', METHODS + [m + '_uneven' for m in UNEVEN])
 def test_fsdp_steps_equal_single_process(fsdp_results, method):
     _, ranks = fsdp_results
-    model, _, scalars = _single(method, _data())
+    uneven = method.endswith('_uneven')
+    model, opt, scalars = _single(method.replace('_uneven', ''), _data(), uneven)
     for res in ranks:  # every rank holds the same full parameters and omegas
         got = res[method]
+        # ||theta - theta0||^2 of every tensor (L2-SP's only reduction) over the whole tensor
+        assert torch.allclose(got['sq_dist'], opt.last_stats['sq_dist'], rtol=1e-5, atol=1e-9)
         for name, p in model.named_parameters():
             diff = (got['params'][name] - p.detach()).abs().max().item()
             assert diff <= 1e-6, (method, name, diff)
