@@ -101,9 +101,12 @@ def _sharded(seed=0, uneven=False):
 
 def _worker(rank, port, out):
     import torch.distributed as dist
-    from mmdigrap.engine.fsdp_strategy import (consolidate_sharded_checkpoint,
-                                               load_sharded_checkpoint,
-                                               save_sharded_checkpoint)
+
+    from mmdigrap.engine.fsdp_strategy import (
+        consolidate_sharded_checkpoint,
+        load_sharded_checkpoint,
+        save_sharded_checkpoint,
+    )
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -180,10 +183,12 @@ def _runner_cfg(work_dir, iters, resume=False):
 
 
 def _runner(rank, out):
-    import _toy  # noqa: F401  (registers the toy model and dataset)
     from mmengine.config import Config
     from mmengine.registry import RUNNERS
+
     from mmdigrap.core.distributed import is_dtensor
+
+    import _toy  # noqa: F401  (registers the toy model and dataset)
 
     work = osp.join(out, 'runner')
     runner = RUNNERS.build(Config(_runner_cfg(work, 2)))

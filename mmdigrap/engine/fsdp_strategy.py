@@ -34,17 +34,15 @@ import re
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import mmengine
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
-
-import mmengine
+from mmengine._strategy import DDPStrategy
 from mmengine.device import get_device
 from mmengine.dist import is_distributed
 from mmengine.registry import STRATEGIES
 from mmengine.utils import get_git_hash
-
-from mmengine._strategy import DDPStrategy
+from torch import Tensor, nn
 
 from ..core.distributed import is_dtensor
 
@@ -282,8 +280,7 @@ class FSDP2Strategy(DDPStrategy):
     def load_model_state_dict(self, state_dict: dict, *, strict: bool = False,
                               revise_keys: list = [(r'^module.', '')]) -> None:
         """Load DTensors (a sharded checkpoint) or full tensors (sharded onto the model)."""
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                             set_model_state_dict)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
         for pat, rep in revise_keys:
             state_dict = {re.sub(pat, rep, k): v for k, v in state_dict.items()}
         if any(is_dtensor(v) for v in state_dict.values()):

@@ -6,8 +6,14 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..core.digrap import (HYPERGRAD_NORMS, batched_dot, digrap_project_,
-                           finish_hypergradient, hypergradient, hypergradient_partials)
+from ..core.digrap import (
+    HYPERGRAD_NORMS,
+    batched_dot,
+    digrap_project_,
+    finish_hypergradient,
+    hypergradient,
+    hypergradient_partials,
+)
 from ._checks import check_betas, check_choice, check_number
 from .gradient_projection import GradientProjectionOptimizer, GroupDefault
 

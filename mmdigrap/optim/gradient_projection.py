@@ -24,8 +24,14 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..core.anchors import AnchorPolicy, compile_exclude, match_excluded
-from ..core.distributed import (IDENTITY, ShardReducer, is_dtensor, local_tensor,
-                                shard_spec, to_dtensor_like)
+from ..core.distributed import (
+    IDENTITY,
+    ShardReducer,
+    is_dtensor,
+    local_tensor,
+    shard_spec,
+    to_dtensor_like,
+)
 
 __all__ = ['GradientProjectionOptimizer', 'GroupDefault']
 

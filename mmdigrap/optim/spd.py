@@ -10,8 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..core.baselines.spd import (SPD_NORMS, spd_condition, spd_decay_coefficients,
-                                  spd_norms_reduced)
+from ..core.baselines.spd import SPD_NORMS, spd_condition, spd_decay_coefficients, spd_norms_reduced
 from ..core.digrap import batched_dot
 from ._checks import check_choice, check_number
 from ._tensors import subtract_
