@@ -5,6 +5,7 @@ from .baseline_wrappers import (FixedDiGraPAmpOptimWrapper, FixedDiGraPOptimWrap
                                 FTPAmpOptimWrapper, FTPOptimWrapper, L2SPAmpOptimWrapper,
                                 L2SPOptimWrapper, SPDAmpOptimWrapper, SPDOptimWrapper,
                                 TPGMAmpOptimWrapper, TPGMOptimWrapper)
+from .fsdp_strategy import FSDP2Strategy
 from .hooks import DiGraPHook, RobustFTHook, find_pretrained_source
 from .optim_wrapper import (CPUCompatibleAmpOptimWrapper, DiGraPAmpOptimWrapper,
                             DiGraPOptimWrapper, GradientProjectionOptimWrapperMixin,
@@ -20,5 +21,5 @@ __all__ = [
     'interpolate_state_dicts', 'TPGMHook', 'L2SPOptimWrapper', 'L2SPAmpOptimWrapper',
     'FTPOptimWrapper', 'FTPAmpOptimWrapper', 'SPDOptimWrapper', 'SPDAmpOptimWrapper',
     'TPGMOptimWrapper', 'TPGMAmpOptimWrapper', 'FixedDiGraPOptimWrapper',
-    'FixedDiGraPAmpOptimWrapper'
+    'FixedDiGraPAmpOptimWrapper', 'FSDP2Strategy'
 ]

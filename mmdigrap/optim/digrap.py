@@ -6,7 +6,14 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..core.digrap import HYPERGRAD_NORMS, digrap_project_, hypergradient
+from ..core.digrap import (
+    HYPERGRAD_NORMS,
+    batched_dot,
+    digrap_project_,
+    finish_hypergradient,
+    hypergradient,
+    hypergradient_partials,
+)
 from ._checks import check_betas, check_choice, check_number
 from .gradient_projection import GradientProjectionOptimizer, GroupDefault
 
@@ -178,8 +185,15 @@ class DiGraP(GradientProjectionOptimizer):
         train = bool(group['trainable']) and mu > 0 and step > 1
         prev = [st['prev_proj'] for st in states] if self.store_projection else None
         hgrad = None
+        red = self._reducer(params)  # sharded (FSDP2) tensors: sums over the ranks
+        norm = group['hypergrad_norm']
+        if norm == 'row' and train and red.any_sharded:
+            red.require_rows_local("hypergrad_norm='row'", [self.param_name(p) for p in params])
         if train and prev is not None:  # Norm(g_t, P_{t-1}), before P is overwritten
-            hgrad = hypergradient(g32, prev, group['hypergrad_norm'])
+            if red.any_sharded:
+                hgrad = hypergradient_partials(g32, prev, norm, red.sharded, red.rows_local)
+            else:
+                hgrad = hypergradient(g32, prev, norm)
         if prev is not None and all(b.dtype == g.dtype for b, g in zip(prev, g32)):
             # allocation-free path: d is written into the P buffers, then scaled into P_t
             offsets = proj_out = self.anchor_policy.offsets_into(prev, params, anchors)
@@ -187,11 +201,21 @@ class DiGraP(GradientProjectionOptimizer):
             offsets, _ = self.anchor_policy.offsets(params, anchors)
             proj_out = prev
         if train and prev is None:  # lean mode: P_{t-1} = c_{t-1} d_{t-1} ~ c_{t-1} d_t
-            prev_coef = torch.stack([st['prev_coef'] for st in states])
-            hgrad = torch.sign(prev_coef) * hypergradient(g32, offsets, group['hypergrad_norm'])
+            hgrad = (hypergradient_partials(g32, offsets, norm, red.sharded, red.rows_local)
+                     if red.any_sharded else hypergradient(g32, offsets, norm))
+        dot = sq_dist = None
+        if red.any_sharded:  # one all-reduce for <g, d>, ||d||^2 and the hyper-gradient
+            sums = torch.stack([batched_dot(g32, offsets), batched_dot(offsets, offsets)])
+            sums = red.sum(sums if hgrad is None else torch.cat([sums, hgrad]))
+            dot, sq_dist = sums[0], sums[1]
+            if hgrad is not None:
+                hgrad = finish_hypergradient(sums[2:], red.sharded, red.rows_local, norm)
+        if train and prev is None:
+            hgrad = torch.sign(torch.stack([st['prev_coef'] for st in states])) * hgrad
         res = digrap_project_(
             g32, offsets, omega, m, v, hgrad, step=step, mu=mu, beta1=beta1, beta2=beta2,
-            eps=group['hyper_eps'], omega_max=group['omega_max'], proj_out=proj_out)
+            eps=group['hyper_eps'], omega_max=group['omega_max'], proj_out=proj_out,
+            dot=dot, sq_dist=sq_dist)
         for g, g_new in zip(grads, g32):
             if g_new is not g:
                 g.copy_(g_new)
