@@ -52,34 +52,44 @@ def test_plan_from_scratch_and_resume_schedules_only_missing_runs(bench, tmp_pat
     # 3 LP + FT grid (3 x 2 search seeds) + 1 more FT seed + L2-SP grid (3 x 2) + 1 more
     assert (n_done, n_total) == (0, 3 + 6 + 1 + 6 + 1)
     # LP done for seeds 0 and 1, and one FT grid run
-    runs = [run('lp', 'default', 0), run('lp', 'default', 1), run('ft', 'lr=1e-4', 0)]
+    runs = [run('lp', 'default', 0), run('lp', 'default', 1),
+            dict(run('ft', 'lr=3e-5', 0), cfg_options=['optim_wrapper.optimizer.lr=3e-5'])]
     res = results_with(bench, tmp_path, 'fmnist', runs, args)
     ready, n_done, n_total = bench.plan(res, args)
-    assert keys(ready) == [('ft', g, s) for g in ('lr=1e-4', 'lr=3e-4', 'lr=3e-5')
-                           for s in (0, 1) if (g, s) != ('lr=1e-4', 0)] + [('lp', 'default', 2)]
+    assert bench.grid_of('fmnist', 'ft') == ['lr=3e-5', 'lr=1e-5', 'lr=1e-4']
+    assert keys(ready) == [('ft', g, s) for g in ('lr=1e-4', 'lr=1e-5', 'lr=3e-5')
+                           for s in (0, 1) if (g, s) != ('lr=3e-5', 0)] + [('lp', 'default', 2)]
     assert n_done == 3 and n_total == 17
     # a ready FT job loads its own seed's LP checkpoint and sets only the seed + its knob
     j = next(j for j in ready if j['method'] == 'ft' and j['seed'] == 1)
     assert j['start'] == ('fmnist', 'lp', 'default', 1)
-    assert j['common'][0] == 'randomness.seed=1' and j['opts'] == ['optim_wrapper.optimizer.lr=1e-4']
+    assert j['common'][0] == 'randomness.seed=1'
+    assert j['opts'] == [f"optim_wrapper.optimizer.lr={j['setting'][3:]}"]
     assert j['config'].endswith('dinov2-s_ft_1xb8-300it_fmnist-56px.py')
-    # the whole FT grid done (lr=3e-5 best on val) -> L2-SP's grid runs at FT's lr, and the
+    # the whole FT grid done (lr=1e-5 best on val) -> L2-SP's grid runs at FT's lr, and the
     # selected FT setting goes to seed 2 once its LP is there
-    vals = {'lr=1e-4': 80.0, 'lr=3e-5': 85.0, 'lr=3e-4': 70.0}
+    vals = {'lr=3e-5': 80.0, 'lr=1e-5': 85.0, 'lr=1e-4': 70.0}
     runs = [run('lp', 'default', s) for s in (0, 1, 2)] + [
         run('ft', g, s, val=v) for g, v in vals.items() for s in (0, 1)]
     res = results_with(bench, tmp_path, 'fmnist', runs, args)
     ready, n_done, n_total = bench.plan(res, args)
-    assert keys(ready) == [('ft', 'lr=3e-5', 2)] + [
+    assert keys(ready) == [('ft', 'lr=1e-5', 2)] + [
         ('l2sp', g, s) for g in ('weight=0.1', 'weight=1e-2', 'weight=1e-3') for s in (0, 1)]
     l2sp = next(j for j in ready if j['method'] == 'l2sp' and j['setting'] == 'weight=0.1')
-    assert l2sp['opts'] == ['optim_wrapper.optimizer.lr=3e-5', 'optim_wrapper.l2sp.weight=0.1']
+    assert l2sp['opts'] == ['optim_wrapper.optimizer.lr=1e-5', 'optim_wrapper.l2sp.weight=0.1']
     assert (n_done, n_total) == (9, 17)
     # everything done -> nothing to schedule
-    runs += [run('ft', 'lr=3e-5', 2)] + [run('l2sp', g, s) for g in bench.grid_of(
-        'fmnist', 'l2sp') for s in (0, 1)] + [run('l2sp', 'weight=1e-2', 2)]
+    l2sp_runs = [dict(run('l2sp', g, s), cfg_options=['optim_wrapper.optimizer.lr=1e-5',
+                                                      f'optim_wrapper.l2sp.weight={g[7:]}'])
+                 for g in bench.grid_of('fmnist', 'l2sp') for s in (0, 1)]
+    runs += [run('ft', 'lr=1e-5', 2), dict(l2sp_runs[0], seed=2)] + l2sp_runs
     res = results_with(bench, tmp_path, 'fmnist', runs, args)
     assert bench.plan(res, args)[0] == [] and bench.plan(res, args)[1:] == (17, 17)
+    # a finished run with other options (here: another FT lr) is run again
+    runs[-1] = dict(runs[-1], cfg_options=['optim_wrapper.optimizer.lr=1e-4',
+                                           runs[-1]['cfg_options'][1]])
+    res = results_with(bench, tmp_path, 'fmnist', runs, args)
+    assert keys(bench.plan(res, args)[0]) == [('l2sp', runs[-1]['setting'], 1)]
 
 
 def test_resume_reads_the_json_file(bench, tmp_path):
@@ -112,7 +122,7 @@ def test_selection_uses_val_only(bench, tmp_path):
     t = res.data['tasks']['fmnist']
     assert t['selection']['digrap'] == dict(setting='mu=0.1', by='val')
     # FT: all val equal -> the default (first) lr wins the tie
-    assert t['selection']['ft']['setting'] == 'lr=1e-4'
+    assert t['selection']['ft']['setting'] == 'lr=3e-5'
     assert {(r['setting'], r['selected']) for r in t['runs'] if r['method'] == 'digrap'} == {
         ('mu=0.5', False), ('mu=0.1', True), ('mu=10', False)}
     ready = keys(bench.plan(res, args)[0])
@@ -129,15 +139,16 @@ def test_wise_job_and_alpha_selection(bench, tmp_path):
     runs += [run('ft', g, s) for g in bench.grid_of('fmnist', 'ft') for s in (0, 1)]
     res = results_with(bench, tmp_path, 'fmnist', runs, args)
     (job0, job1) = sorted(bench.plan(res, args)[0], key=lambda j: j['seed'])
-    assert job0['kind'] == 'wise' and job0['of'] == ('fmnist', 'ft', 'lr=1e-4', 0)
+    assert job0['kind'] == 'wise' and job0['of'] == ('fmnist', 'ft', 'lr=3e-5', 0)
     assert job0['start'] == ('fmnist', 'lp', 'default', 0)  # theta0 = the LP start
     alphas = bench.grid_of('fmnist', 'wise')
     assert alphas[0] == 'alpha=0' and alphas[-1] == 'alpha=1' and len(alphas) >= 3
     # val peaks at alpha=0.3 on average; OOD would prefer alpha=1
-    runs += [run('wise', a, s, val=90.0 - abs(bench.setting_value(a) - 0.3) * 10 + s,
-                 ood=(bench.setting_value(a) * 100, 0.0)) for a in alphas for s in (0, 1)]
+    runs += [dict(run('wise', a, s, val=90.0 - abs(bench.setting_value(a) - 0.4) * 10 + s,
+                      ood=(bench.setting_value(a) * 100, 0.0)), of=['fmnist', 'ft', 'lr=3e-5', s])
+             for a in alphas for s in (0, 1)]
     res = results_with(bench, tmp_path, 'fmnist', runs, args)
-    assert res.data['tasks']['fmnist']['selection']['wise']['setting'] == 'alpha=0.3'
+    assert res.data['tasks']['fmnist']['selection']['wise']['setting'] == 'alpha=0.4'
     assert bench.plan(res, args)[0] == []
 
 

@@ -2,7 +2,6 @@
 # Knob: --cfg-options optim_wrapper.digrap.mu=0.1
 _base_ = ['./_base_/dinov2-s_fmnist-56px.py', '../_base_/methods/digrap.py']
 optim_wrapper = dict(
-    optimizer=dict(lr=1e-4, weight_decay=0.0),
-    paramwise_cfg=dict(custom_keys={'head': dict(lr_mult=10.0)}),
+    optimizer=dict(lr=3e-5, weight_decay=0.0),
     clip_grad=dict(max_norm=5.0))
 test_evaluator = dict(type='IDOODAccuracy', tag='DiGraP')

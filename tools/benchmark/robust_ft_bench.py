@@ -53,9 +53,7 @@ top; command, machine, total time) and ``robust_ft_bench.png`` (per task: ID vs 
 error bars, one marker per row, and the WiSE-FT alpha curve).
 """
 import argparse
-import copy
 import json
-import math
 import os
 import os.path as osp
 import platform
@@ -112,7 +110,7 @@ VARIANTS = OrderedDict()
 
 #: Searched values per knob; the first is the method's default (and wins ties).
 GRIDS = {
-    'ft': (1e-4, 3e-5, 3e-4),
+    'ft': (3e-5, 1e-5, 1e-4),
     'l2sp': (1e-2, 1e-3, 1e-1),
     'ftp': (1.0, 0.5, 0.0),
     'spd': (0.5, 0.1, 1.0),
@@ -357,10 +355,12 @@ def plan_task(task, results, done, args):
         if key in seen:
             return
         seen.add(key)
-        if is_done(key):
+        job = make_job(task, m, setting, seed, prio, args, start=start, lr=lr)
+        # a finished run counts only if it ran with the same options (e.g. FT's lr)
+        if key in done and done[key].get('cfg_options', job['opts']) == job['opts']:
             count['done'] += 1
         elif is_done(start):
-            ready.append(make_job(task, m, setting, seed, prio, args, start=start, lr=lr))
+            ready.append(job)
         else:
             count['waiting'] += 1
 
@@ -429,7 +429,8 @@ def plan_task(task, results, done, args):
         for seed in seeds:
             if ft_sel is None:
                 count['waiting'] += 1
-            elif all((task, 'wise', a, seed) in done for a in alphas):
+            elif all(done.get((task, 'wise', a, seed), {}).get('of') ==
+                     [task, 'ft', ft_sel, seed] for a in alphas):
                 count['done'] += 1
             elif is_done((task, 'ft', ft_sel, seed)):
                 job = make_job(task, 'wise', '*', seed, (4, 0), args, start=task_start(seed))
