@@ -14,3 +14,6 @@ __all__ = [
     'FashionMNISTCorrupted', 'FashionMNISTIdx', 'FashionMNISTIDOOD', 'IdxFileError',
     'balanced_subset_indices', 'load_fashion_mnist', 'read_idx'
 ]
+from .digits import OpenCVDigits, UCIDigits  # noqa: E402  (UCI -> OpenCV digits task)
+
+__all__ += ['OpenCVDigits', 'UCIDigits']
