@@ -22,16 +22,18 @@ Every corruption has the same signature::
 * returns a new ``uint8`` array of the same shape (inputs are never modified).
 
 How a grey image goes through the library (:func:`library_corruption`): the library needs
-``H, W >= 32`` and 3 channels, so an image smaller than :data:`WORK_SIZE` (32 px) on its
-short side is first resized up (bilinear, ``cv2.INTER_LINEAR``) to 32 px on the short side,
-repeated on 3 channels, corrupted, reduced to its first channel (for a grey input the three
-channels are equal, except for the noises, whose per-channel draws are independent: one
-channel keeps the library's noise level), and resized back (``cv2.INTER_AREA``). For 28x28
-images the round trip 28 -> 32 -> 28 alone changes a clean image by a mean of about 1 grey
-level, and the area reduction averages neighbouring pixels, so additive noise measured at
-28 px has about 0.8x the library's sigma. The library's parameters are those of ImageNet-C at
-224 px; relative to a 28 px image (at 32 px) the blurs and the pixelation are therefore much
-stronger than on ImageNet: choose severities by measurement.
+``H, W >= 32`` and 3 channels, so an image whose short side is below :data:`WORK_SIZE` (32 px)
+is first enlarged by the smallest integer factor ``k`` that reaches it (pixel replication:
+each pixel becomes a ``k x k`` block; 28 px -> 56 px with ``k = 2``), repeated on 3 channels,
+corrupted, reduced to its first channel (for a grey input the three channels are equal, except
+for the noises, whose per-channel draws are independent: one channel keeps the library's noise
+level), and shrunk back by averaging each ``k x k`` block. The library's float output is
+rounded to uint8 here (the library's own ``corrupt()`` truncates, a -0.5 grey-level bias). Replication followed by
+block averaging is the identity, so a clean image comes back unchanged and only the corruption
+differs. Consequences at 28 px: additive noise is averaged over 4 pixels, so its measured
+std is sigma / 2; the library's parameters are those of ImageNet-C at 224 px, so relative to a
+56 px work image the blurs and the pixelation are much stronger than on ImageNet. Choose
+severities by measurement.
 
 Random corruptions draw the same per-image seeds for every severity when callers use
 :func:`corruption_rng` (as :func:`corrupt` and the datasets do), so the severities of one
@@ -48,8 +50,8 @@ gaussian_noise    sigma 0.08, 0.12, 0.18, 0.26, 0.38           additive N(0, sig
 shot_noise        lambda 60, 25, 12, 5, 3                      Poisson(x * lambda) / lambda
 impulse_noise     amount 0.03, 0.06, 0.09, 0.17, 0.27          salt-and-pepper fraction
 speckle_noise     sigma 0.15, 0.2, 0.35, 0.45, 0.6             x + x * N(0, sigma^2)
-gaussian_blur     sigma 1, 2, 3, 4, 6                          [pixels at the 32 px work size]
-defocus_blur      (radius, alias blur) (3, .1) .. (10, .5)     disk kernel [px at 32 px]
+gaussian_blur     sigma 1, 2, 3, 4, 6                          [pixels of the work image]
+defocus_blur      (radius, alias blur) (3, .1) .. (10, .5)     disk kernel [px of the work image]
 glass_blur        (sigma, max shift, iterations)               blur, local pixel shuffles, blur
 motion_blur       (radius, sigma) (10, 3) .. (20, 15)          random angle in [-45, 45] deg
 zoom_blur         zoom factors up to 1.11 .. 1.31              mean of zoomed copies
@@ -88,7 +90,8 @@ __all__ = [
 #: 2: the library (imagecorruptions-imaug 1.1.5) replaced the numpy kernels.
 CORRUPTIONS_VERSION = 2
 
-#: Short-side size [px] images are resized up to before the library runs (its minimum).
+#: Minimum short side [px] of the image the library sees (its own minimum); smaller images are
+#: enlarged by an integer factor (pixel replication) and block-averaged back afterwards.
 WORK_SIZE = 32
 
 #: name -> parameter for severities 1..5 (scalars, or lists for multi-parameter ones), as in
@@ -178,8 +181,8 @@ def library_corruption(images: np.ndarray, name: str, severity: int = 1,
         name: a name in :data:`LIBRARY_CORRUPTIONS` (any name ``imagecorruptions`` knows works).
         severity: 1..5.
         rng: source of the per-image seeds (``None``: ``default_rng(0)``).
-        work_size: short side [px] the images are resized up to first when smaller (>= 32,
-            the library's minimum).
+        work_size: the short side [px] is enlarged to at least this (by an integer factor,
+            pixel replication) before the library runs; >= 32, the library's minimum.
 
     Returns:
         uint8 array of the input's shape.
@@ -189,31 +192,31 @@ def library_corruption(images: np.ndarray, name: str, severity: int = 1,
         TypeError: ``images`` not uint8.
         ImportError: the library is not installed (the message says how to install it).
     """
-    import cv2
     severity = _check_severity(name, severity)
     if work_size < 32:
         raise ValueError(f'work_size must be >= 32 (the library\'s minimum), got {work_size}')
+    from PIL import Image
     x, squeeze = _as_batch(images)
     lib = _library()
+    if name not in lib.corruption_dict:
+        raise KeyError(f'imagecorruptions has no corruption {name!r}; it has '
+                       f'{sorted(lib.corruption_dict)}')
+    fn = lib.corruption_dict[name]
     n, h, w = x.shape
-    scale = max(1.0, work_size / min(h, w))
-    hw_up = (max(32, int(round(h * scale))), max(32, int(round(w * scale))))
-    resize = hw_up != (h, w)
+    k = max(1, -(-int(work_size) // min(h, w)))  # ceil: smallest integer factor reaching it
     seeds = _rng(rng).integers(0, 2**31 - 1, size=n)
     out = np.empty_like(x)
     state = np.random.get_state()
     try:
         for i in range(n):
-            img = x[i]
-            if resize:
-                img = cv2.resize(img, (hw_up[1], hw_up[0]), interpolation=cv2.INTER_LINEAR)
+            img = np.repeat(np.repeat(x[i], k, axis=0), k, axis=1) if k > 1 else x[i]
             np.random.seed(int(seeds[i]))
             kw = dict(seed=int(seeds[i])) if name in _TAKES_SEED else {}
-            g = np.ascontiguousarray(
-                lib.corrupt(img, severity=severity, corruption_name=name, **kw)[..., 0])
-            if resize:
-                g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
-            out[i] = g
+            rgb = Image.fromarray(np.ascontiguousarray(np.stack((img, ) * 3, axis=-1)))
+            g = np.asarray(fn(rgb, severity, **kw), dtype=np.float64)[..., 0]
+            if k > 1:
+                g = g.reshape(h, k, w, k).mean(axis=(1, 3))
+            out[i] = np.rint(np.clip(g, 0, 255))
     finally:
         np.random.set_state(state)
     return out[0] if squeeze else out
@@ -225,7 +228,7 @@ def _make_library_fn(name: str) -> Callable[..., np.ndarray]:
         return library_corruption(images, name, severity, rng)
 
     fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = (f'``imagecorruptions`` corruption ``{name}`` on grey images (resized up to '
+    fn.__doc__ = (f'``imagecorruptions`` corruption ``{name}`` on grey images (enlarged to >= '
                   f'{WORK_SIZE} px and back, see the module docstring); parameter per severity '
                   f'{SEVERITY_TABLE[name]}. Shapes: ``(N, H, W)`` or ``(H, W)`` uint8 in, '
                   'same shape uint8 out.')
