@@ -107,7 +107,8 @@ if [ ! -e "$OCV_PNG" ] && [ ! -e "$OCV_CACHE/digits.png" ]; then
     mv "$T"/usr/share/doc/opencv-doc/examples/data/digits.png "$OCV_CACHE/digits.png"
     rm -rf "$T"
   else
-    log "WARNING: no apt-get/dpkg-deb; put OpenCV's digits.png in $OCV_CACHE or set MMDIGRAP_OPENCV_DIGITS"
+    log "WARNING: no apt-get/dpkg-deb; put OpenCV's digits.png in $OCV_CACHE" \
+        "or set MMDIGRAP_OPENCV_DIGITS"
   fi
 fi
 log "done: $($VENV/bin/python -c 'import torch, mmengine, mmpretrain, mmcv; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmpretrain {mmpretrain.__version__}, mmcv {mmcv.__version__}")')"

@@ -30,8 +30,10 @@ train_dataloader = dict(
     dataset=dict(type='UCIDigits', split='train', pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
+# batch 16 like training: TPGM trains its projection radii on batches of this loader, one
+# batch per optimizer step (the val loop itself costs 19 tiny forward passes)
 val_dataloader = dict(
-    batch_size=300,
+    batch_size=16,
     num_workers=0,
     dataset=dict(type='UCIDigits', split='val', pipeline=test_pipeline, test_mode=True),
     sampler=dict(type='DefaultSampler', shuffle=False),
