@@ -1,7 +1,8 @@
 """Embedded real data: Fashion-MNIST from the Debian idx files and corrupted OOD copies.
 
 Importing registers ``FashionMNISTIdx``, ``FashionMNISTCorrupted`` and ``FashionMNISTIDOOD``
-in mmpretrain's ``DATASETS``. :mod:`.corruptions` holds the pure-numpy corruption functions.
+in mmpretrain's ``DATASETS``, and the digits task's ``UCIDigits`` and ``OpenCVDigits``.
+:mod:`.corruptions` holds the ImageNet-C corruptions (the ``imagecorruptions`` library).
 """
 from . import corruptions
 from .corruptions import CORRUPTIONS, SEVERITY_TABLE, corrupt
