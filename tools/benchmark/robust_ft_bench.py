@@ -127,7 +127,7 @@ GRIDS = {
 }
 
 _EMB = 'configs/embedded/dinov2-s_{}_1xb8-300it_fmnist-56px.py'
-_DIG = 'configs/digits/mnist-cnn_{}_1xb32-20e_uci-digits.py'  # placeholder: the digits task
+_DIG = 'configs/digits/mnist-cnn_{}_1xb16-5e_uci-digits.py'
 #: Task key -> its configs and protocol. ``configs``: METHODS ``config`` key -> file;
 #: ``start``: 'lp' (every fine-tuning run loads the LP checkpoint of its seed; the WiSE-FT
 #: theta0 is that checkpoint too) or None (the config's own pre-trained init); ``pretrained``:
@@ -151,7 +151,7 @@ TASKS = OrderedDict([
         methods=('zeroshot', 'lp', 'ft', 'lpft', 'wise', 'l2sp', 'ftp', 'spd', 'tpgm',
                  'digrap', 'digrap_fixed'),
         start=None, pretrained='checkpoints/mnist-cnn_digit-recognizer.pth',
-        prepare=None, grids={}, opts=[])),
+        prepare=None, grids={'ft': (1e-3, 3e-4, 3e-3)}, opts=[])),
 ])
 
 #: --cfg-options of every run (after the seed): one validation at the end (its accuracy is
