@@ -80,7 +80,7 @@ CKPT=$ROOT/checkpoints/mnist-cnn_digit-recognizer.pth
 if [ ! -e "$CKPT" ]; then
   log "converting the digit-recognizer-py MNIST CNN -> $CKPT"
   (cd "$ROOT" && PYTHONPATH="$ROOT" "$VENV/bin/python" \
-    tools/model_converters/digit_recognizer_to_mmpretrain.py "$CKPT" --verify)
+    tools/model_converters/digit_recognizer_to_mmpretrain.py --verify)  # writes $CKPT
 fi
 
 if [ ! -e /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
