@@ -1,9 +1,8 @@
 """Plain per-tensor reference of FTP (GT-RIPL/FTP ``util/FTP.py``: AdamP, SGDP).
 
-Written from the reference code's structure (``docs/algorithm.md``, "FTP"): Python loops over
-tensors, lists indexed by position, a global step counter, Python ``if`` on tensor
-values. Deliberately slow and literal: the batched implementation in
-``mmdigrap.core.baselines`` is checked against it.
+Written from the reference code's structure (``docs/algorithm.md``, "FTP"), in the
+style of :mod:`mmdigrap.core.reference`; the batched ``mmdigrap.core.baselines`` is checked
+against it.
 """
 import torch
 import torch.nn.functional as F

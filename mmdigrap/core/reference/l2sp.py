@@ -1,9 +1,8 @@
 """Plain per-tensor reference of L2-SP (Li et al., ICML 2018).
 
-Written from the reference code's structure (``docs/algorithm.md``, "L2-SP"): Python loops over
-tensors, lists indexed by position, a global step counter, Python ``if`` on tensor
-values. Deliberately slow and literal: the batched implementation in
-``mmdigrap.core.baselines`` is checked against it.
+Written from the reference code's structure (``docs/algorithm.md``, "L2-SP"), in the
+style of :mod:`mmdigrap.core.reference`; the batched ``mmdigrap.core.baselines`` is checked
+against it.
 """
 import torch
 

@@ -1,10 +1,9 @@
 """Plain per-tensor reference of SPD (GT-RIPL/Selective-Projection-Decay
 ``adamSPD.py``).
 
-Written from the reference code's structure (``docs/algorithm.md``, "SPD"): Python loops over
-tensors, lists indexed by position, a global step counter, Python ``if`` on tensor
-values. Deliberately slow and literal: the batched implementation in
-``mmdigrap.core.baselines`` is checked against it.
+Written from the reference code's structure (``docs/algorithm.md``, "SPD"), in the
+style of :mod:`mmdigrap.core.reference`; the batched ``mmdigrap.core.baselines`` is checked
+against it.
 """
 import torch
 import torch.nn.functional as F

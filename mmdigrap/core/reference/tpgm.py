@@ -1,8 +1,7 @@
 """Plain per-tensor reference of TPGM (PotatoTian/TPGM ``utils/tpgm.py``).
 
-Written from the reference code's structure (``docs/algorithm.md``, "TPGM"): Python loops over
-tensors, lists indexed by position, a global step counter, Python ``if`` on tensor
-values, a deep copy of the model. Deliberately slow and literal: the batched implementation in
+Written from the reference code's structure (``docs/algorithm.md``, "TPGM"), deep copy of the
+model included, in the style of :mod:`mmdigrap.core.reference`; the batched
 ``mmdigrap.core.baselines`` is checked against it.
 """
 import copy
