@@ -11,8 +11,8 @@ This package does not import :mod:`mmdigrap.evaluation` (the metrics read the se
 the ``idood_sets`` / ``class_subsets`` metainfo these datasets write).
 """
 from . import corruptions
-from .data_checks import check_config_data, missing_data_paths, require_data_root
 from .corruptions import CORRUPTIONS, SEVERITY_TABLE, corrupt
+from .data_checks import check_config_data, missing_data_paths, require_data_root
 from .fashion_mnist import (
                             DEFAULT_DATA_ROOT,
                             FashionMNISTCorrupted,

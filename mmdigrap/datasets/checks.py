@@ -18,8 +18,13 @@ never imports this module, so ``python -m`` runs it without Python's "found in s
 import argparse
 import sys
 
-from .data_checks import (DATASET_DOCS, check_config_data, missing_data_paths,
-                          missing_model_paths, require_data_root)
+from .data_checks import (
+    DATASET_DOCS,
+    check_config_data,
+    missing_data_paths,
+    missing_model_paths,
+    require_data_root,
+)
 
 __all__ = ['DATASET_DOCS', 'require_data_root', 'missing_data_paths', 'check_config_data',
            'missing_model_paths', 'main']
