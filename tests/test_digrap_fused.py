@@ -11,8 +11,8 @@ import torch
 
 from mmdigrap import DiGraP
 from mmdigrap.core import digrap_fused
-from mmdigrap.core.digrap_fused import chunk_bounds, compile_available, reduce_pass
 from mmdigrap.core.digrap import hypergradient
+from mmdigrap.core.digrap_fused import chunk_bounds, compile_available, reduce_pass
 from mmdigrap.optim import digrap as digrap_mod
 
 #: ranks 1-4 as in a ViT: bias, weight, pos_embed, patch-embedding conv kernel
@@ -41,7 +41,7 @@ def run(cls, params, steps=30, seed=1, **kw):
     anchors = [p.detach().float().clone() for p in params]
     for t in range(steps):
         for p, a in zip(params, anchors):
-            noise = torch.randn(p.shape, generator=gen)
+            noise = torch.randn(p.shape, generator=gen).to(p.device)
             pull = (p.detach().float() - a) * (1.0 if t % 3 else -2.0)
             p.grad = (noise + 10 * pull).to(p.dtype)
         opt.step()
@@ -193,3 +193,51 @@ def test_compiled_equals_eager_and_resume_keeps_the_compiled_graphs():
     fb.step()
     assert counters['stats']['unique_graphs'] == frames
     assert len(fb.compile_seconds) == 1
+
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not CUDA, reason='the Triton path needs CUDA (tools/benchmark/gpu_check.sh)')
+def test_cuda_compiled_equals_eager_without_syncs_and_under_fp16_gradscaler():
+    dtypes = [torch.float32, torch.bfloat16] * 3
+    pa = [torch.nn.Parameter(p.detach().cuda()) for p in make_params(dtypes)]
+    pb = [torch.nn.Parameter(p.detach().cuda()) for p in make_params(dtypes)]
+    ea = run(DiGraP, pa, steps=10, fused=False)
+    fb = run(DiGraP, pb, steps=10, fused=True)
+    f32 = [i for i, d in enumerate(dtypes) if d == torch.float32]
+    assert max_diff([pa[i] for i in f32], [pb[i] for i in f32]) <= 1e-6
+    oa, ob = ea.omegas(), fb.omegas()
+    assert max(abs(oa[f'param{i}'] - ob[f'param{i}']) for i in f32) <= 1e-6
+    assert fb.compile_seconds
+    for p in pb:
+        p.grad = torch.randn_like(p)
+    args = fb._params_with_grad()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        fb._pre_step(*args)  # the compiled transform: no host sync
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    # fp16 GradScaler: a skipped (inf) step leaves every DiGraP state untouched
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 4)).cuda()
+    opt = DiGraP(torch.optim.AdamW(model.parameters(), lr=1e-2), fused=True)
+    scaler = torch.amp.GradScaler('cuda')
+    x, y = torch.randn(32, 8, device='cuda'), torch.randint(0, 4, (32,), device='cuda')
+    for t in range(6):
+        with torch.autocast('cuda', dtype=torch.float16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        if t == 5:
+            model[0].weight.grad[0, 0] = float('inf')
+            before = copy.deepcopy(opt.state_dict()['projection'])
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+    after = opt.state_dict()['projection']
+    assert after['hyper_step'] == before['hyper_step'] == 5
+    for k, st in before['state'].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                assert torch.equal(val, after['state'][k][key]), key

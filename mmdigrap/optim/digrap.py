@@ -150,8 +150,8 @@ class DiGraP(GradientProjectionOptimizer):
     def extra_repr(self) -> str:
         return (f'mu={self.mu}, betas={self.betas}, eps={self.eps}, omega_max={self.omega_max}, '
                 f'omega_init={self.omega_init}, trainable={self.trainable}, '
-                f'hypergrad_norm={self.hypergrad_norm!r}, store_projection={self.store_projection}, '
-                f'fused={self.fused!r}')
+                f'hypergrad_norm={self.hypergrad_norm!r}, '
+                f'store_projection={self.store_projection}, fused={self.fused!r}')
 
     def _init_state(self, p: Tensor, group: Optional[Dict[str, Any]] = None) -> Dict:
         """The tensor's DiGraP state, created with its group's ``omega_init`` (default: the
