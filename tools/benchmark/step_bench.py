@@ -15,11 +15,8 @@ instead. Roofline: bytes each configuration must move per step / the copy bandwi
 here (``_foreach_copy_`` of a P-sized list). Results go to JSON; markdown is rendered from it
 (``--render FILE.json`` re-renders without measuring).
 
-Examples::
-
-    python tools/benchmark/step_bench.py --threads 1,2 --whole-iteration
-    python tools/benchmark/step_bench.py --device cuda --repeats 50 --json /tmp/gpu.json --out ''
-    python tools/benchmark/step_bench.py --render docs/results/step_bench.json
+Examples: ``step_bench.py --threads 1,2 --whole-iteration``; ``--device cuda --repeats 50``;
+``--render docs/results/step_bench.json``.
 """
 import argparse
 import contextlib
@@ -81,8 +78,7 @@ def build(name, params):
 
 
 def sync(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
+    torch.cuda.synchronize() if device == 'cuda' else None
 
 
 def state_bytes(opt):
@@ -99,26 +95,9 @@ def state_bytes(opt):
     return nbytes(list(opt.state.values())) + (nbytes(list(base.state.values())) if base else 0)
 
 
-@contextlib.contextmanager
-def count_host_reads(counter):
-    """CPU proxy of host syncs: Python-level calls that read a tensor's value."""
-    saved = {n: getattr(torch.Tensor, n) for n in
-             ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__', 'numpy')}
-    for name, orig in saved.items():
-        def wrapper(self, *a, _orig=orig, **kw):
-            counter[0] += 1
-            return _orig(self, *a, **kw)
-        setattr(torch.Tensor, name, wrapper)
-    try:
-        yield counter
-    finally:
-        for name, orig in saved.items():
-            setattr(torch.Tensor, name, orig)
-
-
 def transform_syncs(opt, device):
-    """Host syncs in DiGraP's gradient transform ('-' for plain AdamW; for the loop: the
-    whole step, its transform cannot be separated). CUDA: set_sync_debug_mode('error')."""
+    """Host syncs in DiGraP's gradient transform ('-' for plain AdamW; for the loop: the whole
+    step). CUDA: set_sync_debug_mode('error'); CPU: calls that read a tensor's value."""
     if isinstance(opt, DiGraP):
         args = opt._params_with_grad()
         fn = lambda: opt._pre_step(*args)  # noqa: E731
@@ -136,8 +115,16 @@ def transform_syncs(opt, device):
             return f'>=1 ({str(err).splitlines()[0][:50]})'
         finally:
             torch.cuda.set_sync_debug_mode(0)
-    with count_host_reads([0]) as n:
+    n, names = [0], ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__', 'numpy')
+    saved = {k: getattr(torch.Tensor, k) for k in names}
+    for k, orig in saved.items():
+        setattr(torch.Tensor, k, lambda self, *a, _o=orig, **kw: (n.__setitem__(0, n[0] + 1),
+                                                                  _o(self, *a, **kw))[1])
+    try:
         fn()
+    finally:
+        for k, orig in saved.items():
+            setattr(torch.Tensor, k, orig)
     return str(n[0])
 
 
@@ -147,8 +134,7 @@ def _status(key):
 
 
 def step_peak(opt, device):
-    """Bytes allocated above the level before one step, at its peak (the step temporaries).
-    CPU: VmHWM after a reset through /proc/self/clear_refs; CUDA: max_memory_allocated."""
+    """Peak bytes one step allocates on top (CPU: VmHWM reset by /proc/self/clear_refs)."""
     gc.collect()
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
@@ -162,20 +148,24 @@ def step_peak(opt, device):
     return _status('VmHWM') - base
 
 
-def copy_bandwidth(params, device, repeats=5):
-    """Bytes/s of ``_foreach_copy_`` over a P-sized list (reads P, writes P)."""
+def bandwidth(params, device, repeats=5):
+    """(copy, in-place) bytes/s over a P-sized list: ``_foreach_copy_`` and, reading and
+    writing the same lines as AdamW does, ``_foreach_mul_(x, 1.0)``."""
     src = [p.detach().clone() for p in params]
     dst = [torch.empty_like(p) for p in params]
     nbytes = 2 * sum(p.numel() * p.element_size() for p in params)
     clock = time.perf_counter if device == 'cuda' else time.process_time
-    best = float('inf')
-    for _ in range(repeats + 1):
-        sync(device)
-        t0 = clock()
-        torch._foreach_copy_(dst, src)
-        sync(device)
-        best = min(best, clock() - t0)
-    return nbytes / best
+    out = []
+    for fn in (lambda: torch._foreach_copy_(dst, src), lambda: torch._foreach_mul_(src, 1.0)):
+        best = float('inf')
+        for _ in range(repeats + 1):
+            sync(device)
+            t0 = clock()
+            fn()
+            sync(device)
+            best = min(best, clock() - t0)
+        out.append(nbytes / best)
+    return tuple(out)
 
 
 def bench_model(arch, device, repeats, configs, use_timer=False):
@@ -208,14 +198,14 @@ def bench_model(arch, device, repeats, configs, use_timer=False):
                 opt.step()
                 sync(device)
                 times[c].append(clock() - t0)
-    bw = copy_bandwidth(params, device)
+    copy_bw, inplace_bw = bandwidth(params, device)
     for c in configs:
         ts = sorted(times[c])
         rows[c].update(ms_min=1e3 * ts[0], ms_med=1e3 * statistics.median(ts),
                        ms_iqr=1e3 * (ts[3 * len(ts) // 4] - ts[len(ts) // 4]))
     del opts
     return dict(arch=arch, n_params=sum(p.numel() for p in params), n_tensors=len(params),
-                p_bytes=p_bytes, copy_bw=bw, rows=rows)
+                p_bytes=p_bytes, copy_bw=copy_bw, inplace_bw=inplace_bw, rows=rows)
 
 
 def whole_iteration(device, repeats, batch=32, img=112):
@@ -234,8 +224,7 @@ def whole_iteration(device, repeats, batch=32, img=112):
     res = {c: dict(iter=[], step=[]) for c in opts}
     for rep in range(repeats + 1):
         for c, opt in opts.items():
-            for p in params:
-                p.grad = None
+            opt.zero_grad()
             t0 = clock()
             F.cross_entropy(model['head'](model['backbone'](x)[-1]), y).backward()
             sync(device)
@@ -257,7 +246,6 @@ def machine(device):
                 gpu=torch.cuda.get_device_name() if device == 'cuda' else None)
 
 
-# --------------------------------------------------------------------------- markdown
 def targets(data):
     """[(target, measured, met)] from the JSON results."""
     out, dev = [], data['device']
@@ -266,9 +254,7 @@ def targets(data):
             r, tag = res['rows'], f"{res['arch']}, {run['threads']} thread(s)"
             fast = min(r[c]['ms_med'] for c in ('adamw', 'adamw-fused') if c in r)
             limit = 1.5 if dev == 'cpu' else 1.3
-            for c in ('fused', 'fused-lean'):
-                if c not in r:
-                    continue
+            for c in [c for c in ('fused', 'fused-lean') if c in r]:
                 x = r[c]['ms_med'] / fast
                 xf = r[c]['ms_med'] / r['adamw']['ms_med'] if 'adamw' in r else float('nan')
                 out.append((f'{tag}: {c} step <= {limit}x fastest AdamW', f'{x:.2f}x '
@@ -278,7 +264,7 @@ def targets(data):
                 out.append((f'{tag}: fused >= 5x faster than the loop'
                             + (' (CUDA target; informative here)' if dev == 'cpu' else ''),
                             f'{x:.1f}x', None if dev == 'cpu' else x >= 5))
-            base = r['adamw']['state']
+            base = r['adamw' if 'adamw' in r else 'adamw-fused']['state']
             for c, extra in (('fused', 2), ('fused-lean', 1), ('digrap', 2), ('digrap-lean', 1)):
                 if c in r and run is data['runs'][0]:
                     ex = (r[c]['state'] - base) / res['p_bytes']
@@ -314,18 +300,22 @@ def render(data):
              f"Device **{dev}**; {data['timing']}. Times are "
              + ('process CPU time of the step (all threads).' if dev == 'cpu' else
                 'wall time between synchronisations.')
-             + ' Roofline = parameter-sized passes x P / copy bandwidth (lower bound of the '
-             'step time). State = bytes of all optimizer-state tensors; host syncs = calls '
-             'reading a tensor value on the host during the transform (CUDA: '
+             + ' Roofline = parameter-sized passes x P / the higher of the measured copy and '
+             'in-place bandwidths (a lower bound of the step time; passes: AdamW 7, fused '
+             'transform 9 full / 7 lean on top). State = bytes of all optimizer-state '
+             'tensors; host syncs = calls reading a tensor value on the host during the '
+             'transform (CUDA: '
              "set_sync_debug_mode('error')); peak = memory a steady step allocates on top (its "
              'temporaries; CPU: peak RSS growth).', '']
     for run in data['runs']:
         for res in run['models']:
-            r, bw, pb = res['rows'], res['copy_bw'], res['p_bytes']
+            r, pb = res['rows'], res['p_bytes']
+            bw = max(res['copy_bw'], res['inplace_bw'])
             fast = min(r[c]['ms_med'] for c in ('adamw', 'adamw-fused') if c in r)
             lines += [f"## {res['arch']}, {run['threads']} thread(s): "
                       f"{res['n_params'] / 1e6:.1f}M parameters in {res['n_tensors']} tensors, "
-                      f"P = {pb / 2 ** 20:.0f} MiB; copy bandwidth {bw / 1e9:.1f} GB/s", '',
+                      f"P = {pb / 2 ** 20:.0f} MiB; bandwidth: copy {res['copy_bw'] / 1e9:.1f} "
+                      f"GB/s, in place {res['inplace_bw'] / 1e9:.1f} GB/s", '',
                       f'| config | {unit} min | median | IQR | x fastest AdamW | roofline ms '
                       '| x roofline | first step s (compile) | state / P | peak MiB '
                       '| syncs (transform) |', '|' + '---|' * 11]
@@ -370,14 +360,12 @@ def main(argv=None):
     ap.add_argument('--repeats', type=int, default=None, help='default: 10 CPU, 50 CUDA')
     ap.add_argument('--timer', action='store_true', help='torch.utils.benchmark.Timer')
     ap.add_argument('--whole-iteration', action='store_true')
-    ap.add_argument('--iter-repeats', type=int, default=4)
     ap.add_argument('--json', default='docs/results/step_bench.json')
     ap.add_argument('--out', default='docs/results/step_bench.md', help="'' = print only")
     ap.add_argument('--render', metavar='JSON', help='only render this JSON to markdown')
     args = ap.parse_args(argv)
     if args.render:
-        with open(args.render) as f:
-            data = json.load(f)
+        data = json.load(open(args.render))
     else:
         if args.device == 'cuda' and not torch.cuda.is_available():
             ap.error('--device cuda: CUDA is not available')
@@ -388,10 +376,8 @@ def main(argv=None):
                     timing=('torch.utils.benchmark.Timer.blocked_autorange' if args.timer else
                             f'{repeats} timed steps per configuration, interleaved step by step,'
                             ' after 2 warm-up steps'))
-        threads = [int(t) for t in args.threads.split(',')] if args.device == 'cpu' else [0]
-        for t in threads:
-            if t:
-                torch.set_num_threads(t)
+        for t in [int(t) for t in args.threads.split(',')] if args.device == 'cpu' else [0]:
+            torch.set_num_threads(t) if t else None
             run = dict(threads=torch.get_num_threads(), models=[])
             for m in args.models.split(','):
                 t0 = time.time()
@@ -400,16 +386,14 @@ def main(argv=None):
                 print(f'[{m}, {t} threads] {time.time() - t0:.0f} s', file=sys.stderr)
             data['runs'].append(run)
         if args.whole_iteration:
-            data['iteration'] = whole_iteration(args.device, args.iter_repeats)
+            data['iteration'] = whole_iteration(args.device, 4)
         data['load_end'] = list(os.getloadavg())
         if args.json:
-            with open(args.json, 'w') as f:
-                json.dump(data, f, indent=1)
+            json.dump(data, open(args.json, 'w'), indent=1)
     text = render(data)
     print(text)
     if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text)
+        open(args.out, 'w').write(text)
 
 
 if __name__ == '__main__':
