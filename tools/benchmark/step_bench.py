@@ -36,12 +36,10 @@ from mmdigrap.core.reference import ReferenceDiGraP
 
 ARCHS = {'vit-s': (384, 12, 1536), 'vit-b': (768, 12, 3072)}  # (dim, depth, mlp), /16, 224 px
 CONFIGS = ('adamw', 'adamw-fused', 'digrap', 'digrap-lean', 'fused', 'fused-lean', 'loop')
-#: parameter-sized float32 passes per step (reads + writes), from the kernels' inputs/outputs:
-#: AdamW reads p, g, m, v and writes p, m, v; the fused transform reads g, theta, theta0
-#: (+ P_{t-1}) for the reductions, then g, theta, theta0 again and writes g (+ P_t).
-PASSES = {'adamw': 7, 'adamw-fused': 7, 'fused': 7 + 9, 'fused-lean': 7 + 7,
-          'fused (folded into AdamW, lower bound)': 13,
-          'fused-lean (folded into AdamW, lower bound)': 11}
+#: parameter-sized passes per step: AdamW reads p, g, m, v, writes p, m, v; the fused transform
+#: reads g, theta, theta0 (+ P) for the reductions, then g, theta, theta0, writes g (+ P_t).
+PASSES = {'adamw': 7, 'adamw-fused': 7, 'fused': 7 + 9, 'fused-lean': 7 + 7, 'fused (folded into '
+          'AdamW, lower bound)': 13, 'fused-lean (folded into AdamW, lower bound)': 11}
 
 
 def vit_shapes(arch):
@@ -78,7 +76,7 @@ def build(name, params):
 
 
 def sync(device):
-    torch.cuda.synchronize() if device == 'cuda' else None
+    return torch.cuda.synchronize() if device == 'cuda' else None
 
 
 def state_bytes(opt):
@@ -198,11 +196,11 @@ def bench_model(arch, device, repeats, configs, use_timer=False):
                 opt.step()
                 sync(device)
                 times[c].append(clock() - t0)
-    copy_bw, inplace_bw = bandwidth(params, device)
+    copy_bw, inplace_bw = bandwidth(params, device)  # then min, median, IQR per config
     for c in configs:
         ts = sorted(times[c])
-        rows[c].update(ms_min=1e3 * ts[0], ms_med=1e3 * statistics.median(ts),
-                       ms_iqr=1e3 * (ts[3 * len(ts) // 4] - ts[len(ts) // 4]))
+        rows[c].update(ms_min=1e3 * ts[0], ms_med=1e3 * statistics.median(ts), ms_iqr=1e3 * (
+            ts[3 * len(ts) // 4] - ts[len(ts) // 4]))
     del opts
     return dict(arch=arch, n_params=sum(p.numel() for p in params), n_tensors=len(params),
                 p_bytes=p_bytes, copy_bw=copy_bw, inplace_bw=inplace_bw, rows=rows)
@@ -345,7 +343,8 @@ def render(data):
                   '|---|---:|---:|']
         lines += [f"| {c} | {v['iter']:.0f} | {v['step']:.1f} |" for c, v in it.items()]
         lines.append('')
-    lines += ['## Targets', '', '| target | measured | met |', '|---|---|---|']
+    lines += (['## Notes', ''] + data['notes'] + [''] if data.get('notes') else []) + [
+        '## Targets', '', '| target | measured | met |', '|---|---|---|']
     for name, val, ok in targets(data):
         lines.append(f"| {name} | {val} | {'-' if ok is None else ('yes' if ok else '**no**')} |")
     return '\n'.join(lines) + '\n'
@@ -379,13 +378,14 @@ def main(argv=None):
         for t in [int(t) for t in args.threads.split(',')] if args.device == 'cpu' else [0]:
             torch.set_num_threads(t) if t else None
             run = dict(threads=torch.get_num_threads(), models=[])
-            for m in args.models.split(','):
+            for m in filter(None, args.models.split(',')):
                 t0 = time.time()
                 run['models'].append(bench_model(m, args.device, repeats,
                                                  args.configs.split(','), args.timer))
                 print(f'[{m}, {t} threads] {time.time() - t0:.0f} s', file=sys.stderr)
             data['runs'].append(run)
-        if args.whole_iteration:
+        if args.whole_iteration:  # with the first thread count
+            torch.set_num_threads(int(args.threads.split(',')[0])) if args.device == 'cpu' else 0
             data['iteration'] = whole_iteration(args.device, 4)
         data['load_end'] = list(os.getloadavg())
         if args.json:
