@@ -14,6 +14,7 @@ from ..core.digrap import (
     hypergradient,
     hypergradient_partials,
 )
+from ..core.digrap_fused import FusedDiGraP, compile_available
 from ._checks import check_betas, check_choice, check_number
 from .gradient_projection import GradientProjectionOptimizer, GroupDefault
 
@@ -21,6 +22,14 @@ __all__ = ['DiGraP']
 
 _SCALARS = ('omega', 'omega_exp_avg', 'omega_exp_avg_sq')
 _WIDE = (torch.float32, torch.float64)
+_FUSED = (True, False, 'auto')
+#: fused='auto' compiles a bucket from this many elements on (below it the one-time compile
+#: never pays back in a short run; docs/results/step_bench.md)
+AUTO_COMPILE_NUMEL = 1 << 24
+#: devices on which fused='auto' compiles. Not the CPU: inductor's cold compile there takes about
+#: a minute per process (docs/results/step_bench.md), more than it saves in a run of a few
+#: hundred steps; pass fused=True to compile on the CPU for long runs.
+AUTO_COMPILE_DEVICES = ('cuda',)
 
 
 class DiGraP(GradientProjectionOptimizer):
@@ -55,6 +64,15 @@ class DiGraP(GradientProjectionOptimizer):
         store_projection: True keeps P_{t-1} (one parameter-sized buffer per tensor, exact
             spec); False is the lean mode (a scalar per tensor; the hyper-gradient uses the
             current offset, spec 3.4), saving 1P of memory.
+        fused: the kernels of the transform (:mod:`mmdigrap.core.digrap_fused`, same results
+            to ~1e-7). True: the two-pass transform compiled with ``torch.compile`` (one
+            read of each input for all reductions, one write of each output; the first step
+            of a process pays the compilation, see ``compile_seconds``). False: the eager
+            reference path. 'auto' (default): compiled for buckets of >= 2**24 elements on
+            CPU/CUDA when ``torch.compile`` works there, else the eager path (full mode) or
+            the uncompiled two-pass math (lean mode, the faster one there). A failing
+            compilation warns once and falls back. Anchors on another device
+            (``anchor_device``) always use the eager path.
 
     Per param group (``group.setdefault`` with the arguments above as defaults, so
     ``paramwise_cfg=dict(custom_keys={'neck': dict(mu=0.1)})`` or an mmengine
@@ -99,8 +117,13 @@ class DiGraP(GradientProjectionOptimizer):
                  hypergrad_norm: str = 'row', anchor: str = 'pretrained', anchor_dtype=None,
                  anchor_device=None, exclude: Iterable[str] = (),
                  named_parameters: Optional[Iterable[Tuple[str, Tensor]]] = None,
-                 store_projection: bool = True):
+                 store_projection: bool = True, fused='auto'):
         owner = type(self).__name__
+        if not any(fused is f or (isinstance(f, str) and fused == f) for f in _FUSED):
+            raise ValueError(f"{owner}: fused must be True, False or 'auto', got {fused!r} "
+                             "('auto' = the fastest correct path on this machine)")
+        self.fused = fused
+        self._fused_impl = {}
         hyper = self._check_hyper(dict(
             mu=mu, hyper_betas=betas, hyper_eps=eps, omega_max=omega_max, omega_init=omega_init,
             trainable=trainable, hypergrad_norm=hypergrad_norm), owner)
@@ -138,7 +161,8 @@ class DiGraP(GradientProjectionOptimizer):
     def extra_repr(self) -> str:
         return (f'mu={self.mu}, betas={self.betas}, eps={self.eps}, omega_max={self.omega_max}, '
                 f'omega_init={self.omega_init}, trainable={self.trainable}, '
-                f'hypergrad_norm={self.hypergrad_norm!r}, store_projection={self.store_projection}')
+                f'hypergrad_norm={self.hypergrad_norm!r}, '
+                f'store_projection={self.store_projection}, fused={self.fused!r}')
 
     def _init_state(self, p: Tensor, group: Optional[Dict[str, Any]] = None) -> Dict:
         """The tensor's DiGraP state, created with its group's ``omega_init`` (default: the
@@ -170,6 +194,12 @@ class DiGraP(GradientProjectionOptimizer):
         steps = [st['step'] for st in states]
         parts = []
         for group, idx in self._buckets(params, steps):
+            mode = self._fused_mode([params[i] for i in idx])
+            if mode is not None:
+                parts.append(self._project_fused(
+                    [params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx],
+                    group, steps[idx[0]], mode))
+                continue
             parts.append(self._project([params[i] for i in idx], [grads[i] for i in idx],
                                        [states[i] for i in idx], group, steps[idx[0]]))
         self.last_stats = self._merge_stats(parts)
@@ -225,6 +255,58 @@ class DiGraP(GradientProjectionOptimizer):
             torch._foreach_copy_([st['prev_coef'] for st in states], list(res.proj_coef.unbind()))
         return dict(params=params, omega=res.omega, dot=res.dot, sq_dist=res.sq_dist,
                     conflict=res.conflict)
+
+    @property
+    def compile_seconds(self) -> Dict[tuple, float]:
+        """{bucket signature: seconds of its first, compiling fused step} (the one-time cost
+        of ``fused``; empty on the eager path)."""
+        impl = self.__dict__.get('_fused_impl', {}).get(True)
+        return dict(impl.compile_seconds) if impl is not None else {}
+
+    def _fused_mode(self, params: List[Tensor]) -> Optional[bool]:
+        """None: eager reference path; False: two-pass math uncompiled; True: compiled."""
+        fused = self.__dict__.get('fused', 'auto')
+        dev = self.anchor_policy.device
+        if fused is False or (dev is not None and dev != params[0].device):
+            return None
+        if self._reducer(params).any_sharded:  # FSDP2 shards: the eager path's all-reduce
+            return None
+        can = compile_available(params[0].device)
+        if fused is True:
+            if not can and not self.__dict__.get('_warned_no_compile'):
+                self._warned_no_compile = True
+                warnings.warn(f'{type(self).__name__}(fused=True): torch.compile is not usable '
+                              f'on {params[0].device.type} (needs a C++ compiler on the CPU, '
+                              'Triton on CUDA); using the uncompiled two-pass math.',
+                              UserWarning, stacklevel=4)
+            return can
+        if (can and params[0].device.type in AUTO_COMPILE_DEVICES
+                and sum(p.numel() for p in params) >= AUTO_COMPILE_NUMEL):
+            return True
+        return None if self.store_projection else False
+
+    def _project_fused(self, params: List[Tensor], grads: List[Tensor], states: List[Dict],
+                       group: Dict[str, Any], step: int, compiled: bool) -> Dict[str, Any]:
+        """DiGraP on one bucket with :class:`~mmdigrap.core.digrap_fused.FusedDiGraP`."""
+        impls = self.__dict__.setdefault('_fused_impl', {})
+        if compiled not in impls:
+            impls[compiled] = FusedDiGraP(compile=compiled)
+        omega, m, v = (torch.stack([st[k] for st in states]) for k in _SCALARS)
+        mu = float(group['mu'])
+        beta1, beta2 = group['hyper_betas']
+        prev = [st['prev_proj'] for st in states] if self.store_projection else None
+        sign = None if prev is not None else torch.sign(
+            torch.stack([st['prev_coef'] for st in states]))
+        omega, m, v, coef, dot, sq_dist = impls[compiled](
+            grads, [p.detach() for p in params], self._anchors(params), prev, omega, m, v,
+            sign, row=group['hypergrad_norm'] == 'row',
+            train=bool(group['trainable']) and mu > 0 and step > 1, step=step, mu=mu,
+            beta1=beta1, beta2=beta2, eps=group['hyper_eps'], omega_max=group['omega_max'])
+        for key, vec in zip(_SCALARS, (omega, m, v)):
+            torch._foreach_copy_([st[key] for st in states], list(vec.unbind()))
+        if prev is None:
+            torch._foreach_copy_([st['prev_coef'] for st in states], list(coef.unbind()))
+        return dict(params=params, omega=omega, dot=dot, sq_dist=sq_dist, conflict=dot < 0)
 
     def omegas(self) -> Dict[str, float]:
         """{parameter name: omega} for every tensor that has DiGraP state (one host sync).
