@@ -13,15 +13,20 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.runner import Runner
 from torch.func import functional_call
 
-import _toy  # noqa: F401  (registers the toy model / dataset / metric)
 import mmdigrap  # noqa: F401
 import mmdigrap.engine.baseline_hooks  # noqa: F401  (registers TPGMHook)
 import mmdigrap.engine.baseline_wrappers as bw
 from mmdigrap.core.baselines import ftp_project_, mars_row_norms, tpgm_norms
-from mmdigrap.core.reference import (ReferenceAdamSPD, ReferenceDiGraP, ReferenceFTP,
-                                     ReferenceL2SPAdam, ReferenceTPGMTrainer)
+from mmdigrap.core.reference import (
+    ReferenceAdamSPD,
+    ReferenceDiGraP,
+    ReferenceFTP,
+    ReferenceL2SPAdam,
+    ReferenceTPGMTrainer,
+)
 from mmdigrap.optim import FTP, L2SP, SPD, TPGM, FixedDiGraP
 
+import _toy  # noqa: F401  (registers the toy model / dataset / metric)
 from _toy import batches, make_mlp
 
 

@@ -30,13 +30,13 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import _toy  # noqa: E402,F401  (MMDiGraPToy* model / dataset)
-import mmdigrap  # noqa: E402,F401
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmdigrap.engine.checkpoint_hooks import (ExactResumeHook, get_rng_state,  # noqa: E402
-                                              set_rng_state)
+import mmdigrap  # noqa: E402,F401
+from mmdigrap.engine.checkpoint_hooks import ExactResumeHook, get_rng_state, set_rng_state  # noqa: E402
+
+import _toy  # noqa: E402,F401  (MMDiGraPToy* model / dataset)
 
 
 class _Stop(Exception):
@@ -159,6 +159,7 @@ CONFIG = 'configs/embedded/dinov2-s_fmnist_digrap.py'
 def tiny_setup(tmp_path_factory):
     """Synthetic Fashion-MNIST idx files and a 'pre-trained' 2-layer ViT backbone file."""
     from mmpretrain.models import VisionTransformer
+
     from test_datasets import make_images, write_idx
     base = tmp_path_factory.mktemp('embedded')
     root = base / 'fmnist'

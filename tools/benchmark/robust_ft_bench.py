@@ -1044,6 +1044,7 @@ def plot_report(data, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     from mmdigrap.utils.stats import mean_std
     tasks = [t for t, d in data.get('tasks', {}).items() if d.get('runs')]
     if not tasks:

@@ -8,12 +8,25 @@
 The PCGrad-style fixed-strength projection (spec 4.8) is DiGraP with a frozen omega
 (``core.digrap.digrap_project_(..., trainable=False)``).
 """
-from .ftp import (FTP_EPS, FTPStepResult, ftp_project_, mars_row_norms, row_dot_sum,
-                  scalar_adam_update)
+from .ftp import (
+                  FTP_EPS,
+                  FTPStepResult,
+                  ftp_project_,
+                  mars_row_norms,
+                  row_dot_sum,
+                  scalar_adam_update,
+)
 from .l2sp import L2SPStepResult, l2sp_grad_
 from .spd import SPD_NORMS, SPDDecay, spd_condition, spd_decay_coefficients, spd_norms
-from .tpgm import (TPGM_EPS, TPGM_NORMS, tpgm_clip_radii, tpgm_init_radius, tpgm_norms,
-                   tpgm_project, tpgm_ratios)
+from .tpgm import (
+                  TPGM_EPS,
+                  TPGM_NORMS,
+                  tpgm_clip_radii,
+                  tpgm_init_radius,
+                  tpgm_norms,
+                  tpgm_project,
+                  tpgm_ratios,
+)
 
 __all__ = [
     'FTP_EPS', 'FTPStepResult', 'ftp_project_', 'mars_row_norms', 'row_dot_sum',
