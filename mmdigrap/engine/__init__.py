@@ -4,6 +4,7 @@ from .baseline_wrappers import (FixedDiGraPAmpOptimWrapper, FixedDiGraPOptimWrap
                                 FTPAmpOptimWrapper, FTPOptimWrapper, L2SPAmpOptimWrapper,
                                 L2SPOptimWrapper, SPDAmpOptimWrapper, SPDOptimWrapper,
                                 TPGMAmpOptimWrapper, TPGMOptimWrapper)
+from .digrap_val_hook import DiGraPValHook
 from .hooks import DiGraPHook, RobustFTHook, find_pretrained_source
 from .optim_wrapper import (CPUCompatibleAmpOptimWrapper, DiGraPAmpOptimWrapper,
                             DiGraPOptimWrapper, GradientProjectionOptimWrapperMixin,
@@ -19,5 +20,5 @@ __all__ = [
     'interpolate_state_dicts', 'TPGMHook', 'L2SPOptimWrapper', 'L2SPAmpOptimWrapper',
     'FTPOptimWrapper', 'FTPAmpOptimWrapper', 'SPDOptimWrapper', 'SPDAmpOptimWrapper',
     'TPGMOptimWrapper', 'TPGMAmpOptimWrapper', 'FixedDiGraPOptimWrapper',
-    'FixedDiGraPAmpOptimWrapper'
+    'FixedDiGraPAmpOptimWrapper', 'DiGraPValHook'
 ]
