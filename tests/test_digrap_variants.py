@@ -6,6 +6,7 @@ import json
 import os.path as osp
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -391,3 +392,38 @@ def test_val_hook_needs_a_val_digrap(tmp_path):
         Runner.from_cfg(cfg).train()
     with pytest.raises(ValueError, match='interval'):
         mmdigrap.engine.DiGraPValHook(interval=0)
+
+
+def test_dynamics_tool_reads_runs_and_tests_the_sign_rule(tmp_path):
+    """tools/analysis/digrap_dynamics.py on two toy runs (FT as omega_max=0, DiGraP with the
+    whole-tensor cosine): plots written, and sign(h_t) = sign(s_{t-1} s_t) holds (up to the
+    one-step change of d) -- the rule of docs/algorithm.md section 14.4."""
+    from importlib.util import module_from_spec, spec_from_file_location
+    spec = spec_from_file_location('digrap_dynamics', osp.join(
+        osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', 'analysis',
+        'digrap_dynamics.py'))
+    tool = module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    dirs = {}
+    for label, kw in (('ft', dict(omega_max=0.0)), ('digrap', dict(hypergrad_norm='tensor'))):
+        cfg = _runner_cfg(tmp_path / label, dict(mu=0.5, track_update=True, **kw), [],
+                          train_cfg=dict(by_epoch=True, max_epochs=4))
+        cfg['optim_wrapper']['optimizer']['lr'] = 1e-2
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            Runner.from_cfg(cfg).train()
+        dirs[label] = str(tmp_path / label)
+    summary = tool.analyse(dirs, str(tmp_path / 'out'))
+    for name in ('omega', 'signs', 'dist', 'radial'):
+        assert osp.getsize(tmp_path / 'out' / f'digrap_dynamics_{name}.png') > 1000
+    rule = summary['digrap']['sign_rule']['fc1.weight']
+    assert rule['n'] == 30 and rule['agree'] > 0.8  # steps 3..32 (h_2 = 0: P_1 = 0)
+    assert set(summary['digrap']['sign_rule']) == {'fc1.weight', 'fc1.bias', 'fc2.weight',
+                                                   'fc2.bias'}
+    # FT's omega never moves; the per-layer numbers are the logged ones
+    assert summary['ft']['sign_rule']['fc1.weight']['omega_last'] == 0.0
+    run, steps = tool.load_run(dirs['digrap'])
+    assert len(steps) == 32 and np.isnan(run['hgrad']['fc1.weight'][0])
+    saved = json.load(open(tmp_path / 'out' / 'digrap_dynamics.json'))
+    assert saved['digrap']['dist_total_last'] == pytest.approx(
+        float(np.sqrt(sum(v[-1] ** 2 for v in run['dist'].values()))))
