@@ -16,5 +16,5 @@ except ImportError:  # pragma: no cover
 else:
     _HAS_MMENGINE = True
     from . import datasets, engine, evaluation, models  # noqa: F401  (registers modules)
-    from .engine.runtime import enable_trusted_checkpoint_loading
-    enable_trusted_checkpoint_loading()
+    from .engine.runtime import install_checkpoint_safety
+    install_checkpoint_safety()  # weights_only=True + mmengine's classes allow-listed

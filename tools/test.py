@@ -1,25 +1,32 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 # Adapted from mmpretrain 1.2.0 tools/test.py for mmdigrap: same flags and behaviour, plus
-#   * ``import mmdigrap`` (registers mmdigrap's modules and installs the torch>=2.6
-#     ``weights_only`` fix, without which mmengine cannot load its own checkpoints);
+#   * ``import mmdigrap`` (registers mmdigrap's modules and lets mmengine load its own
+#     checkpoints under torch's safe ``weights_only=True``); ``--trust-checkpoint`` opts in to
+#     full unpickling (only for files you trust);
 #   * ``setup_cpu_distributed`` so ``--launcher pytorch|slurm|mpi`` also works without CUDA
 #     (gloo + device_ids=None; mmengine 0.10.7 would call torch.cuda.set_device and crash);
-#   * ``persistent_workers`` is switched off for a test loader with ``num_workers=0``.
+#   * ``persistent_workers`` is switched off for a test loader with ``num_workers=0``;
+#   * ``--quick`` applies the config's ``quick`` dict of overrides (to test a --quick run);
+#   * a WARNING when the checkpoint was trained at another input size (``meta['cfg']``).
 # The parts shared with tools/train.py live in mmdigrap/engine/launch.py.
 import argparse
 import sys
 from copy import deepcopy
 
 import mmengine
-from mmengine.config import Config, ConfigDict
+from mmengine.config import ConfigDict
 from mmengine.evaluator import DumpResults
 
-import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
+import mmdigrap  # noqa: F401  (registers modules + safe checkpoint loading)
 from mmdigrap.engine.launch import (
     add_common_args,
+    add_quick_arg,
     apply_dataloader_defaults,
+    apply_quick,
     build_runner,
     fix_persistent_workers,
+    input_size_mismatch,
+    load_config,
     resolve_work_dir,
     set_local_rank_env,
 )
@@ -71,6 +78,7 @@ def parse_args():
         'has `tta_pipeline` and `tta_model` fields, use them to determine the '
         'TTA transforms and how to merge the TTA results. Otherwise, use flip '
         'TTA by averaging classification score.')
+    add_quick_arg(parser)  # --quick: the config's `quick` overrides (test a --quick run)
     add_common_args(parser)  # --cfg-options, --launcher, --local_rank
     args = parser.parse_args()
     set_local_rank_env(args)
@@ -127,6 +135,10 @@ def merge_args(cfg, args):
         cfg, dict(pin_memory=True, collate_fn=dict(type='default_collate')),
         fields=('test_dataloader', ), no_pin_memory=args.no_pin_memory)
 
+    # a small run: the config's `quick` overrides, before --cfg-options (which win)
+    if getattr(args, 'quick', False):
+        apply_quick(cfg, args.config)
+
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     # the CHECKPOINT argument is what is evaluated, whatever --cfg-options says
@@ -147,7 +159,7 @@ def main():
                          'path of the output file before using `--out-item`.')
 
     # load config
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
 
     # merge cli arguments to config
     cfg = merge_args(cfg, args)
@@ -155,6 +167,11 @@ def main():
     # build the runner (Runner.from_cfg, or RUNNERS.build with runner_type); on a CPU-only
     # host with --launcher pytorch/slurm/mpi: gloo process group and a CPU DDP wrapper first
     runner = build_runner(cfg, args.launcher)
+
+    # a checkpoint trained at another input size is evaluated at this config's size: say so
+    mismatch = input_size_mismatch(cfg, args.checkpoint)
+    if mismatch:
+        runner.logger.warning(mismatch)
 
     if args.out and args.out_item in ['pred', None]:
         runner.test_evaluator.metrics.append(

@@ -1,27 +1,32 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 # Adapted from mmpretrain 1.2.0 tools/train.py for mmdigrap: same flags and behaviour, plus
-#   * ``import mmdigrap`` (registers the DiGraP optimizer wrappers / hooks and installs the
-#     torch>=2.6 ``weights_only`` fix for mmengine checkpoint loading, so --resume works);
+#   * ``import mmdigrap`` (registers the DiGraP optimizer wrappers / hooks and lets mmengine load
+#     its own checkpoints under torch's safe ``weights_only=True``, so --resume works);
+#   * ``--trust-checkpoint``: explicit opt-in to full unpickling of the checkpoints this run
+#     loads (only for files you trust; each load warns);
 #   * ``setup_cpu_distributed`` so ``--launcher pytorch|slurm|mpi`` also works without CUDA
 #     (gloo + device_ids=None; mmengine 0.10.7 would call torch.cuda.set_device and crash);
 #   * ``--amp`` picks the AMP flavour of the configured wrapper (DiGraPOptimWrapper ->
 #     DiGraPAmpOptimWrapper) instead of always AmpOptimWrapper, and bf16 when there is no CUDA;
 #     it is applied after ``--cfg-options`` so it sees the finally configured wrapper type;
 #   * the ``persistent_workers=True`` default is not applied to loaders with ``num_workers=0``
-#     (torch's DataLoader raises ValueError for that combination).
+#     (torch's DataLoader raises ValueError for that combination);
+#   * ``--quick`` applies the config's ``quick`` dict of overrides (a small run).
 # The parts shared with tools/test.py live in mmdigrap/engine/launch.py.
 import argparse
 import warnings
 
 import torch
-from mmengine.config import Config
 
-import mmdigrap  # noqa: F401  (registers modules + trusted checkpoint loading)
+import mmdigrap  # noqa: F401  (registers modules + safe checkpoint loading)
 from mmdigrap.engine.launch import (
     add_common_args,
+    add_quick_arg,
     apply_dataloader_defaults,
+    apply_quick,
     build_runner,
     fix_persistent_workers,
+    load_config,
     resolve_work_dir,
     set_local_rank_env,
 )
@@ -62,6 +67,7 @@ def parse_args():
         action='store_true',
         help='whether to disable the persistent_workers option in dataloaders.'
     )
+    add_quick_arg(parser)  # --quick: the config's `quick` overrides
     add_common_args(parser)  # --cfg-options, --launcher, --local_rank
     args = parser.parse_args()
     set_local_rank_env(args)
@@ -140,6 +146,10 @@ def merge_args(cfg, args):
                   collate_fn=dict(type='default_collate')),
         no_pin_memory=args.no_pin_memory, no_persistent_workers=args.no_persistent_workers)
 
+    # a small run: the config's `quick` overrides, before --cfg-options (which win)
+    if getattr(args, 'quick', False):
+        apply_quick(cfg, args.config)
+
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
 
@@ -171,7 +181,7 @@ def main():
     args = parse_args()
 
     # load config
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
 
     # merge cli arguments to config
     cfg = merge_args(cfg, args)

@@ -125,7 +125,25 @@ def pretrained_state(runner, args):
         if not keys:
             raise SystemExit(f'wise_ft: no key of {args.pretrained} matches the model '
                              f'(e.g. {list(sd)[:3]} vs {list(own)[:3]})')
-        model.load_state_dict({k: sd[k] for k in keys}, strict=False)  # resizes pos_embed
+        # --skip applies before loading: a skipped key of another shape (a head for another
+        # number of classes) has no pre-trained value here and keeps its fine-tuned one
+        user_skip = [re.compile(p) for p in args.skip]
+        keys = [k for k in keys if tuple(sd[k].shape) == tuple(own[k].shape)
+                or not any(p.search(k) for p in user_skip)]
+        try:
+            model.load_state_dict({k: sd[k] for k in keys}, strict=False)  # resizes pos_embed
+        except RuntimeError as err:
+            if 'size mismatch' not in str(err):
+                raise
+            state = model.state_dict()  # pos_embed & co. are resized by the model's hooks
+            bad = [f'{k!r}: theta0 {tuple(sd[k].shape)} vs fine-tuned {tuple(state[k].shape)}'
+                   for k in keys if f'size mismatch for {k}:' in str(err)]
+            raise SystemExit(
+                f'wise_ft: shape mismatch between --pretrained {args.pretrained} and the model '
+                f"for {'; '.join(bad) or err}. Keys with no pre-trained counterpart (e.g. a "
+                "head for another number of classes) keep their fine-tuned value with --skip "
+                "REGEX, e.g. --skip '^head\\.'; otherwise check that both checkpoints are "
+                'of the same architecture') from None
         state = model.state_dict()
         return {k: state[k].detach().clone() for k in keys}, f'--pretrained {args.pretrained}'
     prefixes = pretrained_prefixes(model)

@@ -29,7 +29,8 @@ from .scalar_adam import scalar_adam_update
 
 __all__ = [
     'HYPERGRAD_NORMS', 'PROJ_EPS', 'NORM_EPS', 'batched_dot', 'hypergradient',
-    'omega_adam_update', 'DiGraPStepResult', 'digrap_project_'
+    'omega_adam_update', 'DiGraPStepResult', 'digrap_project_', 'hypergradient_partials',
+    'finish_hypergradient'
 ]
 
 #: Valid values of ``hypergrad_norm``: 'row' = the authors' row-wise L2 normalisation
@@ -103,6 +104,58 @@ def hypergradient(grads: Sequence[Tensor], prev_proj: Sequence[Tensor],
     return torch.stack([fn(g, p.to(g.dtype)) for g, p in zip(grads, prev_proj)])
 
 
+def hypergradient_partials(grads: Sequence[Tensor], prev_proj: Sequence[Tensor],
+                           norm: str = 'row', sharded: Optional[Sequence[bool]] = None,
+                           rows_local: Optional[Sequence[bool]] = None) -> Tensor:
+    """:func:`hypergradient` as local partial sums, for tensors sharded over ranks.
+
+    Args:
+        grads, prev_proj, norm: as for :func:`hypergradient`, the local shards.
+        sharded: (N,) bool, the tensor is a shard of a larger one (None: none is).
+        rows_local: (N,) bool, the shard holds whole rows (FSDP2 ``Shard(0)``, >= 2 dims).
+
+    Returns:
+        Tensor (3, N), float32. Unsharded tensors: ``[h, 0, 0]`` (the value of
+        :func:`hypergradient`); sharded with local rows and ``norm='row'``: ``[local sum of row
+        cosines, 0, 0]``; other sharded tensors (whole-tensor cosine): ``[<g, p>, ||g||^2,
+        ||p||^2]`` over the shard. Sum the sharded columns over the ranks, then
+        :func:`finish_hypergradient`.
+    """
+    if sharded is None or not any(sharded):
+        return torch.nn.functional.pad(hypergradient(grads, prev_proj, norm)[None], (0, 0, 0, 2))
+    if norm not in HYPERGRAD_NORMS:
+        raise ValueError(f"hypergrad_norm must be one of {HYPERGRAD_NORMS}, got {norm!r}")
+    cols = []
+    for g, p, sh, rl in zip(grads, prev_proj, sharded, rows_local):
+        p = p.to(g.dtype)
+        if not sh or (norm == 'row' and rl):
+            val = (_row_cosine_sum if norm == 'row' else _tensor_cosine)(g, p) if g.numel() \
+                else g.new_zeros(())
+            cols.append(torch.stack([val, val.new_zeros(()), val.new_zeros(())]))
+        else:
+            g, p = g.reshape(-1), p.reshape(-1)
+            cols.append(torch.stack([torch.dot(g, p), torch.dot(g, g), torch.dot(p, p)]))
+    return torch.stack(cols, 1)
+
+
+def finish_hypergradient(partials: Tensor, sharded: Optional[Sequence[bool]] = None,
+                         rows_local: Optional[Sequence[bool]] = None,
+                         norm: str = 'row') -> Tensor:
+    """The hyper-gradient (N,) from :func:`hypergradient_partials` summed over the ranks.
+
+    Whole-tensor cosines of sharded tensors are ``<g, p> / (max(||g||, eps) max(||p||, eps))``
+    of the summed partials; every other column is its row 0.
+    """
+    out = partials[0]
+    if sharded is None or not any(sharded):
+        return out
+    cos = torch.tensor([sh and not (norm == 'row' and rl) for sh, rl in zip(sharded, rows_local)],
+                       device=out.device)
+    whole = partials[0] / (partials[1].sqrt().clamp_min(NORM_EPS)
+                           * partials[2].sqrt().clamp_min(NORM_EPS))
+    return torch.where(cos, whole, out)
+
+
 def omega_adam_update(omega: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, hgrad: Tensor, *,
                       step: Union[int, Tensor], mu: float, beta1: float, beta2: float,
                       eps: float, omega_max: float):
@@ -139,7 +192,8 @@ def digrap_project_(grads: List[Tensor], offsets: List[Tensor], omega: Tensor,
                     exp_avg: Tensor, exp_avg_sq: Tensor, hgrad: Optional[Tensor] = None, *,
                     step: int = 1, mu: float = 0.5, beta1: float = 0.9, beta2: float = 0.999,
                     eps: float = 1e-8, omega_max: float = 1.0,
-                    proj_out: Optional[List[Tensor]] = None) -> DiGraPStepResult:
+                    proj_out: Optional[List[Tensor]] = None, dot: Optional[Tensor] = None,
+                    sq_dist: Optional[Tensor] = None) -> DiGraPStepResult:
     """Apply one DiGraP step to a list of gradients, in place (spec 1.10, steps 3-7).
 
     Args:
@@ -154,12 +208,14 @@ def digrap_project_(grads: List[Tensor], offsets: List[Tensor], omega: Tensor,
         proj_out: None, or N buffers that receive ``P_t = s/(q+1e-8) d`` (the state kept for
             the next hyper-gradient). Passing ``offsets`` itself is the allocation-free path:
             the offsets are scaled in place into ``P_t``.
+        dot, sq_dist: (N,) ``<g, d>`` and ``||d||^2`` when already computed (e.g. summed over
+            the ranks of a sharded run, :mod:`mmdigrap.core.distributed`); None: computed here.
 
     Returns:
         :class:`DiGraPStepResult` (no host synchronisation happened).
     """
-    dot = batched_dot(grads, offsets)
-    sq_dist = batched_dot(offsets, offsets)
+    dot = batched_dot(grads, offsets) if dot is None else dot
+    sq_dist = batched_dot(offsets, offsets) if sq_dist is None else sq_dist
     if hgrad is not None:
         omega, exp_avg, exp_avg_sq = omega_adam_update(
             omega, exp_avg, exp_avg_sq, hgrad, step=step, mu=mu, beta1=beta1, beta2=beta2,

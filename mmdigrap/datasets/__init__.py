@@ -4,7 +4,8 @@ copies, the ID/OOD concat datasets of a one-run ID + OOD test, and ImageNet's OO
 * :mod:`.fashion_mnist`: ``FashionMNISTIdx``, ``FashionMNISTCorrupted``, ``FashionMNISTIDOOD``;
 * :mod:`.id_ood`: ``IDOODConcatDataset``, ``ClassSubsetIDOODDataset``;
 * :mod:`.imagenet_variants`: ``ImageNetVariant`` (ImageNet-V2 / -A / -R / -Sketch);
-* :mod:`.corruptions`: the corruption functions; :mod:`.checks`: missing-data checks.
+* :mod:`.digits`: ``UCIDigits``, ``OpenCVDigits`` (the digits task: UCI -> OpenCV digits);
+* :mod:`.corruptions`: the ImageNet-C corruptions (the ``imagecorruptions`` library); :mod:`.checks`: missing-data checks.
 
 This package does not import :mod:`mmdigrap.evaluation` (the metrics read the set names and
 the ``idood_sets`` / ``class_subsets`` metainfo these datasets write).
@@ -32,3 +33,6 @@ __all__ = [
     'ClassSubsetIDOODDataset', 'ImageNetVariant', 'load_wnids', 'require_data_root',
     'missing_data_paths', 'check_config_data'
 ]
+from .digits import OpenCVDigits, UCIDigits  # noqa: E402  (UCI -> OpenCV digits task)
+
+__all__ += ['OpenCVDigits', 'UCIDigits']

@@ -1,6 +1,6 @@
-"""Fail early, and say where the data should be, when a data set is missing.
+"""Fail early, and say where the data (and the weights) should be, when they are missing.
 
-Two entry points:
+Three entry points:
 
 * :func:`require_data_root` -- raise ``FileNotFoundError`` naming the folder (or file) that was
   expected and how to get / point at it. Used by this plugin's own datasets
@@ -12,18 +12,26 @@ Two entry points:
   ``FileNotFoundError`` on a missing ``ann_file`` (naming the file), but a missing image folder
   is often only noticed by the first ``LoadImageFromFile``, minutes into a run; this check
   takes a second.
+* :func:`missing_model_paths` -- the files a config loads weights from: ``load_from``, every
+  ``init_cfg=dict(type='Pretrained', checkpoint=...)`` inside ``model``, and the tokenizer
+  folders (``tokenizer=dict(name_or_path=...)``; a Hugging Face name such as
+  ``'bert-base-uncased'`` counts as present when it is in the local Hugging Face cache). URLs
+  (``https://``, ``torchvision://``, ...) are not checked.
 
-Example::
+``python -m mmdigrap.datasets.checks CONFIG`` prints both lists (exit status 1 if anything is
+missing). Example::
 
-    python -m mmdigrap.datasets.checks configs/domainnet/vit-b16-clip_digrap_domainnet-real.py \
-        --cfg-options train_dataloader.dataset.data_root=/datasets/domainnet
+    python -m mmdigrap.datasets.checks \
+        configs/domainnet/vit-b16-clip_digrap_8xb32-10e_domainnet-real.py \
+        --cfg-options load_from=/weights/clip-vit-b16_domainnet-zeroshot.pth
 """
 import argparse
 import os.path as osp
 import sys
 from typing import Iterable, List, Optional, Tuple
 
-__all__ = ['DATASET_DOCS', 'require_data_root', 'missing_data_paths', 'check_config_data']
+__all__ = ['DATASET_DOCS', 'require_data_root', 'missing_data_paths', 'check_config_data',
+           'missing_model_paths']
 
 #: where the layout of every data set used by ``configs/`` is described
 DATASET_DOCS = 'docs/datasets.md'
@@ -132,24 +140,106 @@ def check_config_data(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_
             "data_root=/datasets/x').")
 
 
+def _local(p) -> bool:
+    return isinstance(p, str) and bool(p) and '://' not in p
+
+
+def _walk_dicts(obj, where: str):
+    """(dotted path, dict) of every dict inside ``obj`` (lists by index)."""
+    if isinstance(obj, dict):
+        yield where, obj
+        for k, v in obj.items():
+            yield from _walk_dicts(v, f'{where}.{k}')
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _walk_dicts(v, f'{where}.{i}')
+
+
+#: files that make a folder (or a cached Hugging Face repo) a tokenizer
+_TOKENIZER_FILES = ('tokenizer_config.json', 'tokenizer.json', 'vocab.txt', 'vocab.json')
+
+
+def _tokenizer_present(name: str) -> bool:
+    """``name`` is a local folder, or a Hugging Face repo id with a tokenizer file in the
+    local Hugging Face cache (no network)."""
+    if osp.isdir(osp.expanduser(name)):
+        return True
+    looks_like_path = name.startswith(('.', '/', '~')) or name.count('/') > 1
+    if looks_like_path:
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover (transformers brings it)
+        return False
+    for f in _TOKENIZER_FILES:
+        try:
+            hit = try_to_load_from_cache(name, f)
+        except Exception:  # noqa: BLE001  (an invalid repo id: not cached)
+            return False
+        if isinstance(hit, str):
+            return True
+    return False
+
+
+def missing_model_paths(cfg) -> List[Tuple[str, str, str]]:
+    """``[(config key, path, kind)]`` of the weights and tokenizers ``cfg`` loads that are missing.
+
+    Looks at ``load_from``, at every ``init_cfg`` of ``type='Pretrained'`` inside ``model``
+    (``checkpoint=``; kind ``'file'``) and at every ``tokenizer`` dict inside ``model``
+    (``name_or_path=`` / ``pretrained_model_name_or_path=``; kind ``'tokenizer'``: a folder, or
+    a Hugging Face name in the local cache). URLs are skipped. Nothing is loaded.
+    """
+    missing, seen = [], set()
+
+    def add(desc, path, kind, ok):
+        if path not in seen and not ok:
+            missing.append((desc, path, kind))
+        seen.add(path)
+
+    load_from = cfg.get('load_from', None) if hasattr(cfg, 'get') else None
+    if _local(load_from):
+        add('load_from', load_from, 'file', osp.isfile(load_from))
+    model = cfg.get('model', None) if hasattr(cfg, 'get') else None
+    for where, d in _walk_dicts(model, 'model'):
+        if str(d.get('type', '')).rsplit('.', 1)[-1] == 'Pretrained' \
+                and _local(d.get('checkpoint')):
+            add(f'{where}.checkpoint', d['checkpoint'], 'file', osp.isfile(d['checkpoint']))
+        tok = d.get('tokenizer')
+        if isinstance(tok, dict):
+            for key in ('name_or_path', 'pretrained_model_name_or_path'):
+                name = tok.get(key)
+                if _local(name):
+                    add(f'{where}.tokenizer.{key}', name, 'tokenizer', _tokenizer_present(name))
+    return missing
+
+
 def main(argv=None) -> int:
-    from mmengine.config import Config, DictAction
+    from mmengine.config import DictAction
+
+    from mmdigrap.engine.launch import load_config  # the CLI only (datasets/ needs no engine)
     parser = argparse.ArgumentParser(
-        description='List the data folders/files a config expects and which are missing.')
+        description='List the data folders/files, checkpoints and tokenizer folders a config '
+                    'expects and which are missing.')
     parser.add_argument('config')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
     parser.add_argument('--loaders', nargs='+',
                         default=['train_dataloader', 'val_dataloader', 'test_dataloader'])
     args = parser.parse_args(argv)
-    cfg = Config.fromfile(args.config, import_custom_modules=False)
+    cfg = load_config(args.config, import_custom_modules=False)
     cfg.merge_from_dict(args.cfg_options)
     missing = missing_data_paths(cfg, args.loaders)
-    if not missing:
-        print(f'OK: every data path of {args.config} exists.')
+    weights = missing_model_paths(cfg)
+    if not missing and not weights:
+        print(f'OK: every data path, checkpoint and tokenizer of {args.config} exists.')
         return 0
-    for desc, path, kind in missing:
+    for desc, path, kind in missing + weights:
         print(f'MISSING {kind:6s} {path}   ({desc})')
-    print(f'See {DATASET_DOCS} for each data set and its layout.')
+    if missing:
+        print(f'See {DATASET_DOCS} for each data set and its layout.')
+    if weights:
+        print('See docs/settings.md for where each setting\'s weights come from; point the '
+              "config at another file with --cfg-options (e.g. 'load_from=/path/to/ckpt.pth' or "
+              "'model.backbone.init_cfg.checkpoint=/path/to/ckpt.pth').")
     return 1
 
 

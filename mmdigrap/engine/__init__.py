@@ -1,10 +1,12 @@
 """The mmengine face: OptimWrappers (OPTIM_WRAPPERS), hooks (HOOKS) and runtime fixes."""
 from .baseline_hooks import TPGMHook
+from .checkpoint_hooks import ExactResumeHook  # noqa: F401  (registers ExactResumeHook)
 from .baseline_wrappers import (FixedDiGraPAmpOptimWrapper, FixedDiGraPOptimWrapper,
                                 FTPAmpOptimWrapper, FTPOptimWrapper, L2SPAmpOptimWrapper,
                                 L2SPOptimWrapper, SPDAmpOptimWrapper, SPDOptimWrapper,
                                 TPGMAmpOptimWrapper, TPGMOptimWrapper)
 from .digrap_val_hook import DiGraPValHook
+from .fsdp_strategy import FSDP2Strategy
 from .hooks import DiGraPHook, RobustFTHook, find_pretrained_source
 from .optim_wrapper import (CPUCompatibleAmpOptimWrapper, DiGraPAmpOptimWrapper,
                             DiGraPOptimWrapper, GradientProjectionOptimWrapperMixin,
@@ -20,5 +22,5 @@ __all__ = [
     'interpolate_state_dicts', 'TPGMHook', 'L2SPOptimWrapper', 'L2SPAmpOptimWrapper',
     'FTPOptimWrapper', 'FTPAmpOptimWrapper', 'SPDOptimWrapper', 'SPDAmpOptimWrapper',
     'TPGMOptimWrapper', 'TPGMAmpOptimWrapper', 'FixedDiGraPOptimWrapper',
-    'FixedDiGraPAmpOptimWrapper', 'DiGraPValHook'
+    'FixedDiGraPAmpOptimWrapper', 'FSDP2Strategy', 'DiGraPValHook'
 ]

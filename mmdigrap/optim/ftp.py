@@ -139,7 +139,7 @@ class FTP(GradientProjectionOptimizer):
         res = ftp_project_(offsets, grads, [st['ftp_prev_offset'] for st in states],
                            [st['ftp_prev_scale'] for st in states], gamma, m, v, step,
                            k=group['k'], mu=group['mu'], beta1=beta1, beta2=beta2,
-                           eps=group['hyper_eps'])
+                           eps=group['hyper_eps'], reducer=self._reducer(params))
         if self.anchor_policy.stored:
             torch._foreach_add_(offsets, [a.to(o.dtype) for a, o in zip(anchors, offsets)])
         write_(params, offsets)

@@ -24,6 +24,14 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..core.anchors import AnchorPolicy, compile_exclude, match_excluded
+from ..core.distributed import (
+    IDENTITY,
+    ShardReducer,
+    is_dtensor,
+    local_tensor,
+    shard_spec,
+    to_dtensor_like,
+)
 
 __all__ = ['GradientProjectionOptimizer', 'GroupDefault']
 
@@ -58,25 +66,69 @@ def _lr_is_zero(lr) -> bool:
 
 
 def _is_sharded(p: Tensor) -> bool:
-    """FSDP flat parameters, DTensors (FSDP2 / tensor parallel) and ZeRO-partitioned tensors."""
+    """FSDP1 flat parameters and DeepSpeed ZeRO-3 partitioned tensors (refused; DTensors, i.e.
+    FSDP2 ``fully_shard`` parameters, are supported and not reported here)."""
     cls_names = {c.__name__ for c in type(p).__mro__}
-    return (bool(cls_names & {'FlatParameter', 'DTensor'}) or hasattr(p, 'ds_tensor')
+    return ('FlatParameter' in cls_names or hasattr(p, 'ds_tensor')
             or bool(getattr(p, '_fsdp_flattened', False)))
 
 
 def _refuse_sharded(params: List[Tensor], owner: str) -> None:
-    """Raise for sharded parameters: per-tensor reductions would differ per shard.
+    """Raise for FSDP1 flat parameters and DeepSpeed ZeRO-3 partitioned tensors.
+
+    Their per-tensor reductions cannot be formed (a flat parameter mixes many tensors; ZeRO-3
+    hides the partitions). FSDP2 (``torch.distributed.fsdp.fully_shard``, DTensor parameters) is
+    supported: the reductions are all-reduced (:mod:`mmdigrap.core.distributed`).
 
     Raises:
-        NotImplementedError: a parameter is an FSDP ``FlatParameter``, a ``DTensor`` or a
-            DeepSpeed ZeRO-3 partitioned tensor.
+        NotImplementedError: a parameter is an FSDP1 ``FlatParameter`` (or flattened by FSDP1)
+            or a DeepSpeed ZeRO-3 partitioned tensor; the message names the alternatives.
     """
     if any(_is_sharded(p) for p in params):
         raise NotImplementedError(
-            f'{owner}: sharded parameters (FSDP / ZeRO-3 / DTensor) are not supported: the '
-            'per-tensor inner products and norms would be computed per shard, giving each rank '
-            'a different omega and projection. Train with DDP (MMDistributedDataParallel, the '
-            'default of tools/dist_train.sh), or exclude the sharded tensors.')
+            f'{owner}: FSDP1 flat parameters (FullyShardedDataParallel, mmengine\'s '
+            'FSDPStrategy) and DeepSpeed ZeRO-3 partitions are not supported: the per-tensor '
+            'inner products and norms cannot be formed on them. Shard with FSDP2 instead '
+            "(torch.distributed.fsdp.fully_shard; in a config strategy=dict(type="
+            "'FSDP2Strategy') with runner_type='FlexibleRunner'), or train with DDP "
+            '(MMDistributedDataParallel, the default of tools/dist_train.sh).')
+
+
+class _ParamState(defaultdict):
+    """``defaultdict(dict)`` keyed by parameter, where the local shard of a DTensor parameter
+    (what the methods compute on) finds its parameter's entry."""
+
+    def __init__(self, *args):
+        super().__init__(dict, *args)
+        #: {id(local shard): (local shard, DTensor parameter)}, refreshed every step
+        self.alias: Dict[int, Tuple[Tensor, Tensor]] = {}
+
+    def key(self, k):
+        hit = self.alias.get(id(k))
+        return hit[1] if hit is not None and hit[0] is k else k
+
+    def __getitem__(self, k):
+        return super().__getitem__(self.key(k))
+
+    def __setitem__(self, k, v):
+        super().__setitem__(self.key(k), v)
+
+    def __contains__(self, k):
+        return super().__contains__(self.key(k))
+
+    def get(self, k, default=None):
+        return super().get(self.key(k), default)
+
+    def pop(self, k, *default):
+        return super().pop(self.key(k), *default)
+
+    def __reduce__(self):
+        return (type(self), (dict(self),))
+
+
+#: state keys of the shape of the parameter (sharded like it) and of one value per row
+_PARAM_SHAPED_STATE = ('anchor', 'prev_proj', 'ftp_prev_offset')
+_ROW_SHAPED_STATE = ('ftp_prev_scale',)
 
 
 class GradientProjectionOptimizer(Optimizer):
@@ -127,7 +179,7 @@ class GradientProjectionOptimizer(Optimizer):
         self._optimizer_load_state_dict_pre_hooks = OrderedDict()
         self._optimizer_load_state_dict_post_hooks = OrderedDict()
         self._patch_step_function()
-        self.state: Dict[Tensor, Dict[str, Any]] = defaultdict(dict)
+        self.state: Dict[Tensor, Dict[str, Any]] = _ParamState()
         self.anchor_policy = AnchorPolicy(anchor, anchor_dtype, anchor_device)
         self._exclude_patterns = compile_exclude(exclude)
         self._names: Dict[int, str] = {}
@@ -217,6 +269,7 @@ class GradientProjectionOptimizer(Optimizer):
 
     def param_name(self, p: Tensor) -> str:
         """The name given by :meth:`set_param_names`, else ``'param<i>'`` (index in groups)."""
+        p = self.state.key(p)  # a local shard: its DTensor parameter
         name = self._names.get(id(p))
         if name is None:
             name = f'param{[id(q) for q in self._all_params()].index(id(p))}'
@@ -263,9 +316,39 @@ class GradientProjectionOptimizer(Optimizer):
                     raise RuntimeError(f'{type(self).__name__} does not support sparse gradients '
                                        f'({self.param_name(p)}); exclude that parameter')
                 params.append(p)
-                grads.append(p.grad)
+                grads.append(local_tensor(p.grad))  # a DTensor's local shard
                 self._group_of[id(p)] = group
+        params = self._local_params(params, reset=True)
+        for p in params:  # the local shards too
+            self._group_of[id(p)] = self._group_of[id(self.state.key(p))]
         return params, grads
+
+    def _local_params(self, params: List[Tensor], reset: bool = False) -> List[Tensor]:
+        """The local shards of DTensor parameters (FSDP2), other tensors as they are.
+
+        The methods compute on what this returns; ``self.state[shard]`` and
+        :meth:`param_name` find the DTensor parameter's entry. ``reset`` forgets the shards
+        of the previous step first.
+        """
+        if reset:
+            self.state.alias = {}
+        out = []
+        for p in params:
+            if is_dtensor(p):
+                loc = local_tensor(p)
+                self.state.alias[id(loc)] = (loc, p)
+                out.append(loc)
+            else:
+                out.append(p)
+        return out
+
+    def _reducer(self, params: List[Tensor]) -> ShardReducer:
+        """The :class:`~mmdigrap.core.distributed.ShardReducer` of ``params`` (local shards
+        from :meth:`_local_params`): the identity when none is sharded."""
+        full = [self.state.key(p) for p in params]
+        if not any(is_dtensor(p) for p in full):
+            return IDENTITY
+        return ShardReducer(full)
 
     def _buckets(self, params: List[Tensor], extra: Optional[List[Any]] = None
                  ) -> List[Tuple[Dict[str, Any], List[int]]]:
@@ -321,7 +404,7 @@ class GradientProjectionOptimizer(Optimizer):
         params = [p for g in self._active_groups() for p in g['params']
                   if p.requires_grad and not self.is_excluded(p)
                   and 'anchor' not in self.state.get(p, {})]
-        self._anchors(params)
+        self._anchors(self._local_params(params))
         return len(params) if self.anchor_policy.stored else 0
 
     def scalar_state(self, key: str) -> Dict[str, float]:
@@ -402,7 +485,8 @@ class GradientProjectionOptimizer(Optimizer):
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
         index = {id(p): i for i, p in enumerate(self._all_params())}
-        state = {index[id(p)]: dict(st) for p, st in self.state.items() if id(p) in index}
+        state = {index[id(p)]: self._global_state(p, st) for p, st in self.state.items()
+                 if id(p) in index}
         out = dict(self.base_optimizer.state_dict())
         out['projection'] = {'method': self.method, 'hyper_step': self.hyper_step,
                              'state': state}
@@ -445,12 +529,13 @@ class GradientProjectionOptimizer(Optimizer):
         if proj['state'] and max(int(k) for k in proj['state']) >= len(params):
             raise ValueError(f'{type(self).__name__}: the saved state has more parameters '
                              f'than this optimizer ({len(params)}); was the model changed?')
-        self.state = defaultdict(dict)
+        self.state = _ParamState()
         for k, st in proj['state'].items():
             p = params[int(k)]
             new = {}
             for key, val in st.items():
                 if isinstance(val, Tensor):
+                    val = self._local_state(key, val, p)
                     if key == 'anchor':
                         val = self.anchor_policy.place(val, p)
                     else:
@@ -470,3 +555,39 @@ class GradientProjectionOptimizer(Optimizer):
 
     def _upgrade_state(self) -> None:
         """Fill per-tensor keys missing from an older checkpoint (subclasses)."""
+
+    @staticmethod
+    def _global_state(p: Tensor, st: Dict[str, Any]) -> Dict[str, Any]:
+        """A copy of ``st``; for a DTensor ``p`` the local shards of param- and row-shaped
+        state become DTensors like ``p`` (so ``torch.distributed.checkpoint`` saves them
+        sharded and can gather them into a full checkpoint); 0-d state stays plain."""
+        out = dict(st)
+        if not is_dtensor(p):
+            return out
+        rows_local = shard_spec(p).dim == 0 and p.dim() >= 2
+        for key, val in st.items():
+            if not isinstance(val, Tensor) or is_dtensor(val) or val.dim() == 0:
+                continue
+            if key in _ROW_SHAPED_STATE:
+                if rows_local:
+                    out[key] = to_dtensor_like(val, p, rows=True)
+            elif key in _PARAM_SHAPED_STATE or val.shape == local_tensor(p).shape:
+                out[key] = to_dtensor_like(val, p)
+        return out
+
+    @staticmethod
+    def _local_state(key: str, val: Tensor, p: Tensor) -> Tensor:
+        """The rank's part of a loaded state tensor of ``p`` (a DTensor's local shard).
+
+        Raises:
+            ValueError: a full (unsharded) param-shaped state loaded into a sharded run.
+        """
+        if is_dtensor(val):
+            return val.to_local()
+        if is_dtensor(p) and val.dim() > 0 and val.shape == p.shape \
+                and val.shape != local_tensor(p).shape:
+            raise ValueError(
+                f'optimizer state {key!r} of shape {tuple(val.shape)} is a full tensor but the '
+                'parameter is sharded (FSDP2): resume from the sharded checkpoint written by '
+                'FSDP2Strategy (a directory), or start from the weights only with load_from')
+        return val

@@ -6,6 +6,7 @@ Math in :mod:`mmdigrap.core.baselines.l2sp`; reference loop in
 import warnings
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
@@ -84,5 +85,6 @@ class L2SP(GradientProjectionOptimizer):
             for g, g_new in zip(gs, g32):
                 if g_new is not g:
                     g.copy_(g_new)
-            parts.append(dict(params=ps, dot=res.dot, sq_dist=res.sq_dist, conflict=res.dot < 0))
+            dot, sq_dist = self._reducer(ps).sum(torch.stack([res.dot, res.sq_dist]))
+            parts.append(dict(params=ps, dot=dot, sq_dist=sq_dist, conflict=dot < 0))
         self.last_stats = self._merge_stats(parts)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..core.baselines import SPD_NORMS, spd_condition, spd_decay_coefficients, spd_norms
+from ..core.baselines.spd import SPD_NORMS, spd_condition, spd_decay_coefficients, spd_norms_reduced
 from ..core.digrap import batched_dot
 from ._checks import check_choice, check_number
 from ._tensors import subtract_
@@ -94,9 +94,9 @@ class SPD(GradientProjectionOptimizer):
             offsets, _ = self.anchor_policy.offsets(ps, self._anchors(ps))
             g32 = [grads[i] if grads[i].dtype == o.dtype else grads[i].to(o.dtype)
                    for i, o in zip(idx, offsets)]
-            cond = spd_condition(g32, offsets)
-            self._pending.append((cond, spd_norms(offsets, group['norm']),
-                                  batched_dot(offsets, offsets)))
+            sums = torch.stack([spd_condition(g32, offsets), batched_dot(offsets, offsets)])
+            norms, sums = spd_norms_reduced(offsets, group['norm'], self._reducer(ps), sums)
+            self._pending.append((sums[0], norms, sums[1]))
 
     def _post_step(self, params: List[Tensor], grads: List[Tensor]) -> None:
         pending, self._pending = self._pending, []
@@ -104,8 +104,12 @@ class SPD(GradientProjectionOptimizer):
         for (group, idx), (cond, prev_norms, sq_dist) in zip(self._buckets(params), pending):
             ps = [params[i] for i in idx]
             offsets, writable = self.anchor_policy.offsets(ps, self._anchors(ps))
+            red = self._reducer(ps)
             dec = spd_decay_coefficients(offsets, prev_norms, cond, group['weight'],
-                                         group['norm'])
+                                         group['norm'], curr=spd_norms_reduced(
+                                             offsets, group['norm'], red)[0])
+            if red.any_sharded and group['norm'] == 'mars':  # row coefficients are local
+                dec = dec._replace(decayed=red.reduce(maxs=dec.decayed.float())[1] > 0)
             coefs = [c.to(o.dtype) for c, o in zip(dec.coefs, offsets)]
             if writable:
                 torch._foreach_mul_(offsets, coefs)

@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from ..core.baselines import (TPGM_NORMS, tpgm_clip_radii, tpgm_init_radius, tpgm_norms,
                               tpgm_project, tpgm_ratios)
 from ..core.digrap import batched_dot
+from ..core.distributed import local_max, local_min
 from ..core.scalar_adam import scalar_adam_update
 from ._checks import check_betas, check_choice, check_number
 from ._tensors import wide_dtype, write_
@@ -193,11 +194,12 @@ class TPGM(GradientProjectionOptimizer):
                 'loss_fn: pass `named_parameters=model.named_parameters()`, call '
                 "`set_param_names(...)`, or build the optim_wrapper with "
                 "`constructor='RobustFTOptimWrapperConstructor'`.")
-        params = self.projected_parameters()
+        params = self._local_params(self.projected_parameters())
         if not params:
             return torch.zeros(0)
         names = [self.param_name(p) for p in params]
         self._group_of = {id(p): g for g in self.param_groups for p in g['params']}
+        self._group_of.update({id(p): self._group_of[id(self.state.key(p))] for p in params})
         segs = []  # per bucket (group, device, dtype): the tensors and their radius state
         with torch.no_grad():
             for group, idx in self._buckets(params):
@@ -206,20 +208,26 @@ class TPGM(GradientProjectionOptimizer):
                 offsets, _ = self.anchor_policy.offsets(ps, anchors)
                 offsets = [o.detach() for o in offsets]
                 norms = tpgm_norms(offsets, group['norm'])
-                states = [self._init_state(p, n) for p, n in zip(ps, norms)]
+                red = self._reducer(ps)
+                nmin = nmax = None
+                if red.any_sharded:  # norms, min and max over the whole tensors
+                    norms, nmin, nmax = self._reduce_norms(red, offsets, norms, group['norm'],
+                                                           iters)
+                states = [self._init_state(p, n if nmin is None else nmin[i])
+                          for i, (p, n) in enumerate(zip(ps, norms))]
                 scalars = [torch.stack([st[k] for st in states]) for k in self._SCALARS]
                 anchors_w = ([a.to(o.dtype) for a, o in zip(anchors, offsets)]
                              if self.anchor_policy.stored else None)
                 segs.append(dict(group=group, idx=idx, params=ps, offsets=offsets, norms=norms,
                                  states=states, scalars=scalars, anchors=anchors_w,
-                                 hgrad=torch.zeros_like(scalars[0])))
+                                 hgrad=torch.zeros_like(scalars[0]), red=red, nmax=nmax))
         losses = []
         for _ in range(iters):
             proj: List[Optional[Tensor]] = [None] * len(params)
             leaves = []
             with torch.enable_grad():
                 for s in segs:
-                    s['scalars'][0] = tpgm_clip_radii(s['scalars'][0], s['norms'])
+                    s['scalars'][0] = tpgm_clip_radii(s['scalars'][0], s['norms'], s['nmax'])
                     leaf = s['scalars'][0].detach().requires_grad_(True)
                     leaves.append(leaf)
                     out = tpgm_project(s['anchors'], s['offsets'], tpgm_ratios(leaf, s['norms']))
@@ -242,19 +250,52 @@ class TPGM(GradientProjectionOptimizer):
         parts = []
         with torch.no_grad():
             for s in segs:
-                gamma = tpgm_clip_radii(s['scalars'][0], s['norms'])
+                gamma = tpgm_clip_radii(s['scalars'][0], s['norms'], s['nmax'])
                 ratios = tpgm_ratios(gamma, s['norms'])
                 write_(s['params'], tpgm_project(s['anchors'], s['offsets'], ratios))
                 for key, vec in zip(self._SCALARS, [gamma] + s['scalars'][1:]):
                     torch._foreach_copy_([st[key] for st in s['states']], list(vec.unbind()))
                 moved = torch._foreach_mul(s['offsets'], ratios)
-                parts.append(dict(params=s['params'], dot=s['hgrad'],
-                                  sq_dist=batched_dot(moved, moved), conflict=s['hgrad'] < 0,
-                                  radius=gamma,
-                                  active=torch.stack([(r < 1).any() for r in ratios])))
+                sq_dist = batched_dot(moved, moved)
+                active = torch.stack([(r < 1).any() for r in ratios])
+                if s['red'].any_sharded:
+                    sq_dist, act, _ = s['red'].reduce(sq_dist, active.to(sq_dist.dtype))
+                    active = act > 0
+                parts.append(dict(params=s['params'], dot=s['hgrad'], sq_dist=sq_dist,
+                                  conflict=s['hgrad'] < 0, radius=gamma, active=active))
             val_loss = torch.stack(losses) if losses else segs[0]['scalars'][0].new_zeros(0)
             self.last_stats = dict(self._merge_stats(parts), val_loss=val_loss)
         return val_loss
+
+    @staticmethod
+    def _reduce_norms(red, offsets: List[Tensor], norms: List[Tensor], norm: str, iters: int):
+        """(norms, min, max) over the whole logical tensors of a bucket with sharded tensors:
+        one collective. 'l2' norms are reduced; 'mars' row norms (and the elementwise norms of
+        1-D tensors) stay local.
+
+        Raises:
+            NotImplementedError: training the radii (``max_iters > 0``) on sharded parameters;
+                ``norm='mars'`` on tensors sharded along a dim other than 0.
+        """
+        if iters > 0:
+            raise NotImplementedError(
+                'TPGM: training the projection radii on sharded (FSDP2) parameters is not '
+                'supported (loss_fn would need the full weights); call apply_projection() '
+                '(max_iters=0) under FSDP2, or train the radii with DDP')
+        if norm == 'mars':
+            red.require_rows_local("TPGM norm='mars'")
+        dtype = offsets[0].dtype
+        whole = [sh and norm == 'l2' for sh in red.sharded]
+        sq = torch.stack([o.reshape(-1).dot(o.reshape(-1)) if w else o.new_zeros(())
+                          for o, w in zip(offsets, whole)])
+        nmax = torch.stack([local_max(n).to(dtype) for n in norms])
+        nmin = torch.stack([local_min(n).to(dtype) for n in norms])
+        sq, nmax, nmin = red.reduce(sq, nmax, nmin)
+        norms = [sq[i].sqrt() if w else n for i, (n, w) in enumerate(zip(norms, whole))]
+        wmask = torch.tensor(whole, device=sq.device)
+        roots = torch.stack([n.reshape(()) if w else nmax.new_zeros(())
+                             for n, w in zip(norms, whole)])
+        return norms, torch.where(wmask, roots, nmin), torch.where(wmask, roots, nmax)
 
     def apply_projection(self) -> None:
         """Project every tensor onto its current radius (no training; the reference's

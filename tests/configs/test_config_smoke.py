@@ -1,7 +1,7 @@
 """Every setting config under configs/ parses, builds and trains two iterations on CPU.
 
 For each ``configs/**/*.py`` (not ``configs/_base_/`` nor any ``_base_/`` folder, nor
-``configs/embedded/``, which other tests cover):
+``configs/digits/``, whose 1x28x28 CNN has its own test):
 
 1. ``Config.fromfile`` (``custom_imports`` included);
 2. no weights: every ``init_cfg`` of type ``Pretrained``, ``load_from`` and ``pretrained=`` are
@@ -43,7 +43,7 @@ def _setting_configs():
     for path in sorted(glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True)):
         rel = osp.relpath(path, CONFIG_DIR).replace(os.sep, '/')
         parts = rel.split('/')
-        if parts[0] in ('_base_', 'embedded') or '_base_' in parts[:-1] or '__pycache__' in parts:
+        if parts[0] in ('_base_', 'digits') or '_base_' in parts[:-1] or '__pycache__' in parts:
             continue
         out.append(rel)
     return out

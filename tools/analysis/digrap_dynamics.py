@@ -143,6 +143,21 @@ def summarise(run):
 
 
 # ------------------------------------------------------------------------------- plots
+def _grid(n, height=3.2, rows_per=1, sharey=True):
+    """Figure with ``n`` panels (at most 4 per row) of ``rows_per`` stacked axes each; returns
+    (fig, [[axes of panel i]])."""
+    ncol = min(4, n)
+    nrow = -(-n // ncol)
+    fig, axes = plt.subplots(nrow * rows_per, ncol, figsize=(4.0 * ncol, height * nrow * rows_per),
+                             sharex=True, sharey=sharey, layout='constrained', squeeze=False)
+    panels = [[axes[(i // ncol) * rows_per + r][i % ncol] for r in range(rows_per)]
+              for i in range(n)]
+    for i in range(n, nrow * ncol):
+        for r in range(rows_per):
+            axes[(i // ncol) * rows_per + r][i % ncol].set_visible(False)
+    return fig, panels
+
+
 def _layer_colors(layers):
     cmap = plt.get_cmap('viridis')
     return {n: cmap(i / max(1, len(layers) - 1)) for i, n in enumerate(layers)}
@@ -153,9 +168,8 @@ def plot_per_layer(runs, key, out, ylabel, title, smooth=1, ylim=None):
     labels = [k for k in runs if key in runs[k][0]]
     if not labels:
         return None
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.4), sharey=True,
-                             layout='constrained', squeeze=False)
-    for ax, label in zip(axes[0], labels):
+    fig, panels = _grid(len(labels))
+    for (ax,), label in zip(panels, labels):
         run, steps = runs[label]
         layers = list(run[key])
         col = _layer_colors(layers)
@@ -167,8 +181,8 @@ def plot_per_layer(runs, key, out, ylabel, title, smooth=1, ylim=None):
         ax.set_xlabel('optimizer step')
         if ylim:
             ax.set_ylim(*ylim)
-    axes[0][0].set_ylabel(ylabel)
-    axes[0][-1].legend(fontsize=6, loc='best')
+    panels[0][0].set_ylabel(ylabel)
+    panels[-1][0].legend(fontsize=6, loc='best')
     fig.suptitle(title, fontsize=10)
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -178,25 +192,26 @@ def plot_per_layer(runs, key, out, ylabel, title, smooth=1, ylim=None):
 def plot_signs(runs, out, w=21):
     """Per run: rolling conflict rate, share of h_t > 0 and conflict-flip rate, per layer."""
     labels = [k for k in runs if 'hgrad' in runs[k][0]]
-    fig, axes = plt.subplots(3, len(labels), figsize=(4.2 * len(labels), 7.5), sharex=True,
-                             sharey=True, layout='constrained', squeeze=False)
-    for j, label in enumerate(labels):
+    fig, panels = _grid(len(labels), height=2.4, rows_per=3)
+    for axes, label in zip(panels, labels):
         run, steps = runs[label]
         col = _layer_colors(list(run['dot']))
         for layer, s in run['dot'].items():
-            axes[0][j].plot(steps, rolling(s < 0, w), color=col[layer], lw=1, label=layer)
+            axes[0].plot(steps, rolling(s < 0, w), color=col[layer], lw=1, label=layer)
             h = run['hgrad'].get(layer)
             if h is not None:
-                axes[1][j].plot(steps, rolling(np.where(np.isfinite(h), h > 0, np.nan), w),
-                                color=col[layer], lw=1)
+                axes[1].plot(steps, rolling(np.where(np.isfinite(h), h > 0, np.nan), w),
+                             color=col[layer], lw=1)
             flip = np.concatenate([[np.nan], (s[:-1] * s[1:] < 0).astype(float)])
-            axes[2][j].plot(steps, rolling(flip, w), color=col[layer], lw=1)
-        axes[0][j].set_title(label, fontsize=9)
-        axes[2][j].set_xlabel('optimizer step')
-    axes[0][0].set_ylabel('conflict rate\nP(<g,d> < 0)')
-    axes[1][0].set_ylabel('P(h_t > 0)\n(omega pushed down)')
-    axes[2][0].set_ylabel('flip rate\nP(s_{t-1} s_t < 0)')
-    axes[0][-1].legend(fontsize=6)
+            axes[2].plot(steps, rolling(flip, w), color=col[layer], lw=1)
+        axes[0].set_title(label, fontsize=9)
+        axes[2].set_xlabel('optimizer step')
+        for ax in axes:
+            ax.axhline(0.5, color='k', lw=0.4, ls=':')
+    panels[0][0].set_ylabel('conflict rate\nP(<g,d> < 0)')
+    panels[0][1].set_ylabel('P(h_t > 0)\n(omega pushed down)')
+    panels[0][2].set_ylabel('flip rate\nP(s_{t-1} s_t < 0)')
+    panels[-1][0].legend(fontsize=6)
     fig.suptitle(f'conflict, hyper-gradient sign and flips per layer ({w}-step means)',
                  fontsize=10)
     fig.savefig(out, dpi=110)
@@ -228,13 +243,17 @@ def plot_dist(runs, out):
 def plot_radial(runs, out, w=21):
     """Mean over layers (conflict steps only) of cos(-g, d), cos(-g~, d) and cos(update, d)."""
     labels = [k for k in runs if 'update_cos' in runs[k][0]]
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.4), sharey=True,
-                             layout='constrained', squeeze=False)
-    for ax, label in zip(axes[0], labels):
+    fig, panels = _grid(len(labels))
+    for (ax,), label in zip(panels, labels):
         run, steps = runs[label]
         for key, color, name in (('grad_cos', 'tab:gray', 'cos(-g, d): raw gradient'),
                                  ('proj_grad_cos', 'tab:blue', 'cos(-g~, d): after projection'),
-                                 ('update_cos', 'tab:red', 'cos(update, d)')):
+                                 ('base_update_cos', 'tab:orange',
+                                  'cos(base update, d): before an update projection'),
+                                 ('update_cos', 'tab:red', 'cos(applied update, d)')):
+            if key == 'base_update_cos' and all(np.allclose(run[key][n], run['update_cos'][n],
+                                                            equal_nan=True) for n in run[key]):
+                continue  # gradient mode: the same as the applied update
             vals = np.array([np.where(run['dot'][n] < 0, run[key][n], np.nan)
                              for n in run[key]])
             with warnings.catch_warnings():  # steps without any conflict: an empty mean
@@ -244,8 +263,8 @@ def plot_radial(runs, out, w=21):
         ax.axhline(0, color='k', lw=0.5)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel('optimizer step')
-    axes[0][0].set_ylabel('mean over tensors, conflict steps')
-    axes[0][-1].legend(fontsize=7)
+    panels[0][0].set_ylabel('mean over tensors, conflict steps')
+    panels[-1][0].legend(fontsize=6)
     fig.suptitle('does the step still grow ||theta - theta0||? (> 0: yes)', fontsize=10)
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -33,3 +33,5 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=16)  # 8 GPUs x 2 images
+# random states + open accumulation window saved with each checkpoint (exact --resume)
+default_hooks = dict(exact_resume=dict(type='ExactResumeHook'))

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ..digrap import batched_dot
+from ..distributed import IDENTITY, ShardReducer, local_max
 from ..scalar_adam import scalar_adam_update
 
 __all__ = ['FTP_EPS', 'mars_row_norms', 'row_dot_sum', 'scalar_adam_update', 'FTPStepResult',
@@ -78,7 +79,8 @@ class FTPStepResult(NamedTuple):
 def ftp_project_(offsets: List[Tensor], grads: List[Tensor], prev_offsets: List[Tensor],
                  prev_scales: List[Tensor], gamma: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
                  step: Tensor, *, k: float = 1.0, mu: float = 1e-2, beta1: float = 0.9,
-                 beta2: float = 0.999, eps: float = FTP_EPS) -> FTPStepResult:
+                 beta2: float = 0.999, eps: float = FTP_EPS,
+                 reducer: ShardReducer = IDENTITY) -> FTPStepResult:
     """One FTP projection of N candidate offsets, in place (spec 4.5, steps 2-6).
 
     Args:
@@ -94,6 +96,13 @@ def ftp_project_(offsets: List[Tensor], grads: List[Tensor], prev_offsets: List[
         step: (N,) per-tensor step counts t >= 1 of this step (t = 1: gamma = 1e-8).
         k: annealing factor of positive hyper-gradients (1 = strongest regularisation).
         mu, beta1, beta2, eps: hyper-Adam settings (reference: 1e-2, 0.9, 0.999, 1e-8).
+        reducer: for local shards of sharded tensors (FSDP2), the bucket's
+            :class:`~mmdigrap.core.distributed.ShardReducer`: the hyper-gradient, the L1 norm of
+            1-D tensors, the largest row norm, ``active`` and ``sq_dist`` are then taken over
+            the whole logical tensors (two collectives per call); row norms stay local.
+
+    Raises:
+        NotImplementedError: a tensor sharded along a dim other than 0.
 
     Returns:
         :class:`FTPStepResult`.
@@ -102,11 +111,26 @@ def ftp_project_(offsets: List[Tensor], grads: List[Tensor], prev_offsets: List[
     # hyper-gradient from the previous unprojected offset and its row scales (wide dtype)
     h = torch.stack([row_dot_sum(g.to(s.dtype), c.to(s.dtype), s).to(dtype)
                      for g, c, s in zip(grads, prev_offsets, prev_scales)])
+    norms = [mars_row_norms(c, eps) for c in offsets]
+    if reducer.any_sharded:  # one collective: h, the L1 norms of 1-D shards, the row maxima
+        reducer.require_rows_local('FTP row norms')
+        whole = [sh and not rl for sh, rl in zip(reducer.sharded, reducer.rows_local)]
+        l1 = torch.stack([c.abs().sum().to(dtype) if w else h.new_zeros(())
+                          for c, w in zip(offsets, whole)])
+        nloc = torch.stack([local_max(n).to(dtype) for n in norms])
+        sums, nmax, _ = reducer.reduce(torch.stack([h, l1]), nloc)
+        h = sums[0]
+        for i, (c, w) in enumerate(zip(offsets, whole)):
+            if w:
+                norms[i] = sums[1, i].to(c.dtype).reshape([1] * c.dim()) + eps
+        nmax = torch.where(torch.tensor(whole, device=nmax.device),
+                           torch.stack([n.reshape(()).to(dtype) if w else nmax.new_zeros(())
+                                        for n, w in zip(norms, whole)]), nmax)
+    else:
+        nmax = torch.stack([n.max().to(dtype) for n in norms])
     h = torch.where(h > 0, h * k, h)
     new_gamma, m, v = scalar_adam_update(gamma, exp_avg, exp_avg_sq, h, step=step, lr=mu,
                                          beta1=beta1, beta2=beta2, eps=eps)
-    norms = [mars_row_norms(c, eps) for c in offsets]
-    nmax = torch.stack([n.max().to(dtype) for n in norms])
     new_gamma = torch.minimum(new_gamma.clamp_min(eps), nmax)
     first = step == 1  # t = 1: gamma = 1e-8 (no clip), moments untouched
     new_gamma = torch.where(first, torch.full_like(new_gamma, eps), new_gamma)
@@ -119,4 +143,7 @@ def ftp_project_(offsets: List[Tensor], grads: List[Tensor], prev_offsets: List[
     torch._foreach_copy_(prev_scales, scales)
     torch._foreach_mul_(offsets, ratios)
     sq_dist = batched_dot(offsets, offsets).to(dtype)
+    if reducer.any_sharded:  # the second collective: statistics
+        sq_dist, act, _ = reducer.reduce(sq_dist, active.to(dtype))
+        active = act > 0
     return FTPStepResult(new_gamma, m, v, h, active, sq_dist)

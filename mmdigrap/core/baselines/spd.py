@@ -23,15 +23,17 @@ conditions are kept in separate helpers on purpose; do not share one.
 ``norm='mars'`` (AdamH) uses row-wise L1 norms (``+1e-8``, one ratio per row) instead of the
 whole-tensor L2 norm. Batched over N tensors, no host synchronisation.
 """
-from typing import List, NamedTuple, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from ..digrap import batched_dot
-from .ftp import mars_row_norms
+from ..distributed import IDENTITY, ShardReducer
+from .ftp import FTP_EPS, mars_row_norms
 
-__all__ = ['SPD_NORMS', 'spd_condition', 'spd_norms', 'SPDDecay', 'spd_decay_coefficients']
+__all__ = ['SPD_NORMS', 'spd_condition', 'spd_norms', 'spd_norms_reduced', 'SPDDecay',
+           'spd_decay_coefficients']
 
 #: valid ``norm`` values: whole-tensor L2 (AdamSPD) or row-wise MARS/L1 (AdamH option).
 SPD_NORMS = ('l2', 'mars')
@@ -59,6 +61,40 @@ def spd_norms(offsets: Sequence[Tensor], norm: str = 'l2') -> List[Tensor]:
     raise ValueError(f"SPD norm must be one of {SPD_NORMS}, got {norm!r}")
 
 
+def spd_norms_reduced(offsets: Sequence[Tensor], norm: str = 'l2',
+                      reducer: ShardReducer = IDENTITY, sums: Optional[Tensor] = None
+                      ) -> Tuple[List[Tensor], Optional[Tensor]]:
+    """:func:`spd_norms` of the whole logical tensors when the offsets are local shards.
+
+    Args:
+        offsets, norm: as for :func:`spd_norms` (local shards).
+        reducer: the bucket's :class:`~mmdigrap.core.distributed.ShardReducer`.
+        sums: optional ``(k, N)`` partial sums reduced in the same collective.
+
+    Returns:
+        (norms, sums): norms as :func:`spd_norms` gives for the full tensors (row norms of
+        shards holding whole rows stay local), and ``sums`` summed over the ranks.
+
+    Raises:
+        NotImplementedError: ``norm='mars'`` on a tensor sharded along a dim other than 0.
+    """
+    norms = spd_norms(offsets, norm)
+    if not reducer.any_sharded:
+        return norms, sums
+    if norm == 'mars':
+        reducer.require_rows_local("SPD norm='mars'")
+    whole = [sh and not (norm == 'mars' and rl)
+             for sh, rl in zip(reducer.sharded, reducer.rows_local)]
+    part = torch.stack([(d.reshape(-1).dot(d.reshape(-1)) if norm == 'l2' else d.abs().sum())
+                        if w else d.new_zeros(()) for d, w in zip(offsets, whole)])
+    red = reducer.sum(part[None] if sums is None else torch.cat([sums, part[None]]))
+    for i, (d, w) in enumerate(zip(offsets, whole)):
+        if w:
+            norms[i] = (red[-1, i].sqrt() if norm == 'l2'
+                        else red[-1, i].reshape([1] * d.dim()) + FTP_EPS)
+    return norms, (None if sums is None else red[:-1])
+
+
 class SPDDecay(NamedTuple):
     """Result of :func:`spd_decay_coefficients`."""
     coefs: List[Tensor]  #: N tensors (0-d, or row shape for 'mars'): weight * r_t, 0 if unselected
@@ -67,7 +103,8 @@ class SPDDecay(NamedTuple):
 
 
 def spd_decay_coefficients(new_offsets: Sequence[Tensor], prev_norms: Sequence[Tensor],
-                           condition: Tensor, weight: float, norm: str = 'l2') -> SPDDecay:
+                           condition: Tensor, weight: float, norm: str = 'l2',
+                           curr: Optional[Sequence[Tensor]] = None) -> SPDDecay:
     """The per-tensor decay coefficients ``weight * r_t`` (0 where ``c_t >= 0``).
 
     The caller applies ``theta_t = theta~ - coef * (theta~ - theta0)``.
@@ -78,12 +115,14 @@ def spd_decay_coefficients(new_offsets: Sequence[Tensor], prev_norms: Sequence[T
         condition: (N,) ``c_t`` from :func:`spd_condition`.
         weight: the decay strength lambda (>= 0).
         norm: 'l2' or 'mars' (as for ``prev_norms``).
+        curr: the norms of ``new_offsets`` when already computed (e.g. over the whole logical
+            tensors of a sharded run, :func:`spd_norms_reduced`); None: computed here.
 
     Returns:
         :class:`SPDDecay`. A zero candidate offset gives r_t = 0 (the reference code divides
         by zero there; it cannot be selected in practice).
     """
-    curr = spd_norms(new_offsets, norm)
+    curr = spd_norms(new_offsets, norm) if curr is None else curr
     selected = condition < 0
     coefs, decayed = [], []
     for c, p, sel in zip(curr, prev_norms, selected.unbind()):

