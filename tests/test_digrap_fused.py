@@ -22,7 +22,7 @@ SHAPES = [(6,), (5, 7), (1, 4, 3), (4, 3, 2, 2), (8, 5), (5,)]
 class TwoPass(DiGraP):
     """DiGraP forced onto the uncompiled two-pass math (what fused=True compiles)."""
 
-    def _fused_mode(self, params):
+    def _fused_mode(self, params, group=None):
         return False
 
 

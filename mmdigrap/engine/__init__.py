@@ -13,6 +13,7 @@ from .baseline_wrappers import (
                                 TPGMOptimWrapper,
 )
 from .checkpoint_hooks import ExactResumeHook  # noqa: F401  (registers ExactResumeHook)
+from .digrap_val_hook import DiGraPValHook
 from .fsdp_strategy import FSDP2Strategy
 from .hooks import DiGraPHook, RobustFTHook, find_pretrained_source
 from .optim_wrapper import (
@@ -34,5 +35,5 @@ __all__ = [
     'interpolate_state_dicts', 'TPGMHook', 'L2SPOptimWrapper', 'L2SPAmpOptimWrapper',
     'FTPOptimWrapper', 'FTPAmpOptimWrapper', 'SPDOptimWrapper', 'SPDAmpOptimWrapper',
     'TPGMOptimWrapper', 'TPGMAmpOptimWrapper', 'FixedDiGraPOptimWrapper',
-    'FixedDiGraPAmpOptimWrapper', 'FSDP2Strategy'
+    'FixedDiGraPAmpOptimWrapper', 'FSDP2Strategy', 'DiGraPValHook'
 ]

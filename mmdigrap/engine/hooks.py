@@ -9,6 +9,7 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 
 from ..optim import GradientProjectionOptimizer
+from ..optim.digrap import TRACK_KEYS as _TRACK_KEYS
 from ..utils import unwrap_model
 from .optim_wrapper import report_param_groups
 
@@ -66,7 +67,11 @@ class RobustFTHook(Hook):
       ``omega_max``, ``conflict_rate`` (fraction of tensors with <g, theta-theta0> < 0) and
       ``dist_to_anchor`` (mean ||theta-theta0||_2) to the message hub (so they show in the text
       log), and per-layer ``omega/<name>`` and ``dist/<name>`` scalars to the visualizer
-      (``vis_data/scalars.json`` with the local backend; see ``tools/analysis/plot_omega.py``).
+      (``vis_data/scalars.json`` with the local backend; see ``tools/analysis/plot_omega.py``);
+      for DiGraP also ``dot/<name>`` (<g, theta - theta0>), ``hgrad/<name>`` (the hyper-gradient
+      h_t, when there was a hyper-step) and, with ``digrap=dict(track_update=True)``, the update
+      statistics (``update_cos/<name>``, ``radial_update/<name>``, ...; see
+      ``tools/analysis/digrap_dynamics.py``).
       At the same time it warns once per tensor whose ||theta - theta0||^2 overflowed float32
       (its projection is skipped).
 
@@ -174,6 +179,15 @@ class RobustFTHook(Hook):
                     scalars.update({f'omega/{n}': w
                                     for n, w in zip(names, omega.float().cpu().tolist())})
                 scalars.update({f'dist/{n}': d for n, d in zip(names, dist.float().cpu().tolist())})
+                # DiGraP's dynamics (docs/algorithm.md 14.3): <g, d>, h_t (NaN: no hyper-step)
+                # and, with track_update=True, the radial part of the update
+                extra = ([k for k in ('dot', 'hgrad', *_TRACK_KEYS) if k in stats]
+                         if 'hgrad' in stats else [])
+                if extra:
+                    vals = torch.stack([stats[k].float().cpu() for k in extra]).tolist()
+                    for key, row in zip(extra, vals):
+                        scalars.update({f'{key}/{n}': v for n, v in zip(names, row)
+                                        if v == v})  # NaN (no value this step) is left out
                 runner.visualizer.add_scalars(scalars, step=step)
 
 
