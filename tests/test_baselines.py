@@ -160,7 +160,7 @@ def test_spd_matches_reference(norm, anchor):
             backward(m, x, y)
             o.step()
         decays += int(opt.last_stats['decayed'].sum())
-        # SPD's selection is the opposite of DiGraP's conflict test (spec 5.1)
+        # SPD's selection is the opposite of DiGraP's conflict test (algorithm.md §13.6)
         st = opt.last_stats
         assert torch.equal(st['selected'], st['dot'] > 0)
     assert_same_params(m_ref, m_new)

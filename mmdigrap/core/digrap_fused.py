@@ -57,7 +57,7 @@ def reduce_pass(grads: Sequence[Tensor], params: Sequence[Tensor],
         params: N parameters theta (shapes of ``grads``).
         anchors: N anchors theta0 on the parameters' devices, or None entries (zero anchor).
         prev: N buffers P_{t-1} (full mode) or None (lean mode: the partner of the
-            hyper-gradient is d_t, spec 3.4).
+            hyper-gradient is d_t, algorithm.md §11).
         row: True for ``hypergrad_norm='row'`` (row cosines over dim 1 for >= 2-D tensors,
             the whole-tensor cosine for the others), False for 'tensor'.
 

@@ -43,7 +43,7 @@ class DiGraP(GradientProjectionOptimizer):
     if <g, d> < 0 (the task gradient pulls away from the pre-trained weights) the gradient
     becomes ``g - omega * (<g,d>/(||d||^2+1e-8)) d``; else it is left alone. The projection
     strength omega (a scalar per tensor, starting at ``omega_init``) is trained by its own
-    Adam (learning rate ``mu``, spec 1.6) on the hyper-gradient
+    Adam (learning rate ``mu``, algorithm.md §5) on the hyper-gradient
     ``Norm(g_t, P_{t-1})`` (Eq. 8). The regularisation gradient is not added. Then the
     (unmodified) base optimizer steps on the projected gradients.
 
@@ -56,7 +56,7 @@ class DiGraP(GradientProjectionOptimizer):
         omega_max: upper clip kappa of omega (paper: 1). 0 disables the projection (warns).
         omega_init: omega at step 1 (paper: 0). In [0, omega_max].
         trainable: False keeps omega at ``omega_init`` forever (the fixed-strength
-            PCGrad-style ablation, spec 4.8).
+            PCGrad-style ablation, algorithm.md §13.8).
         hypergrad_norm: 'row' (authors' row-wise normalisation; whole-tensor cosine for 1-D)
             or 'tensor' (whole-tensor cosine).
         anchor: 'pretrained' (theta0 = weights at the first step) or 'zero' (LoRA/PEFT).
@@ -67,7 +67,7 @@ class DiGraP(GradientProjectionOptimizer):
         named_parameters: ``model.named_parameters()`` (names for ``exclude`` and logging).
         store_projection: True keeps P_{t-1} (one parameter-sized buffer per tensor, exact
             spec); False is the lean mode (a scalar per tensor; the hyper-gradient uses the
-            current offset, spec 3.4), saving 1P of memory.
+            current offset, algorithm.md §11), saving 1P of memory.
         project: 'gradient' (the paper: project the raw gradient before the base step) or
             'update' (a variant, ``docs/algorithm.md`` section 14.1: project the base
             optimizer's update after its step, so Adam's preconditioner cannot undo it; needs

@@ -21,7 +21,7 @@ NamedParams = Optional[Iterable[Tuple[str, Tensor]]]
 
 
 class FTP(HyperAdamMixin, GradientProjectionOptimizer):
-    r"""FTP: Fast Trainable Projection of the base optimizer's candidate step (spec 4.5).
+    r"""FTP: Fast Trainable Projection of the base optimizer's candidate step (algorithm.md §13.5).
 
     After ``base.step()`` proposes ``theta~``, every managed tensor is projected row by row onto
     a ball around theta0: ``theta = theta0 + clip(gamma / n, 0, 1) * (theta~ - theta0)``, with
@@ -39,7 +39,7 @@ class FTP(HyperAdamMixin, GradientProjectionOptimizer):
       ``torch.optim.SGD`` (momentum, nesterov, coupled weight decay) it is SGDP. Both are
       checked against the literal re-implementation in :mod:`mmdigrap.core.reference.ftp`.
     * State is per parameter (keyed by the tensor, checkpointed), not lists indexed by call
-      order, so tensors without a gradient on a step keep their state (spec 5.4/5.5). The
+      order, so tensors without a gradient on a step keep their state (algorithm.md §12.7/5.5). The
       hyper-Adam bias correction uses a per-tensor step count, equal to the reference's global
       ``t`` whenever every tensor gets a gradient at every step.
     * ``mu`` and the hyper-Adam betas/eps are arguments (hard-coded 1e-2, (0.9, 0.999), 1e-8

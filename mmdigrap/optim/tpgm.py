@@ -33,7 +33,7 @@ NamedParams = Optional[Iterable[Tuple[str, Tensor]]]
 
 
 class TPGM(HyperAdamMixin, GradientProjectionOptimizer):
-    r"""TPGM: projection radii trained on held-out validation data (spec 4.7).
+    r"""TPGM: projection radii trained on held-out validation data (algorithm.md §13.7).
 
     ``step()`` is the base optimizer alone (plus the theta0 snapshot before the first step).
     :meth:`tpgm_update` does TPGM's *projection update*: for ``max_iters`` iterations it builds

@@ -1,11 +1,11 @@
-"""Pure-PyTorch math of the baselines (spec section 4), batched like ``core/digrap.py``.
+"""Pure-PyTorch math of the baselines (algorithm.md §13), batched like ``core/digrap.py``.
 
-* :mod:`.l2sp`: L2-SP, coupled ``g + weight * (theta - theta0)`` (spec 4.4).
-* :mod:`.ftp`: FTP, post-step projection with a trainable per-tensor radius (spec 4.5).
-* :mod:`.spd`: SPD, selective post-step decay towards theta0 (spec 4.6).
-* :mod:`.tpgm`: TPGM, projection radii trained on validation data (spec 4.7).
+* :mod:`.l2sp`: L2-SP, coupled ``g + weight * (theta - theta0)`` (algorithm.md §13.4).
+* :mod:`.ftp`: FTP, post-step projection with a trainable per-tensor radius (algorithm.md §13.5).
+* :mod:`.spd`: SPD, selective post-step decay towards theta0 (algorithm.md §13.6).
+* :mod:`.tpgm`: TPGM, projection radii trained on validation data (algorithm.md §13.7).
 
-The PCGrad-style fixed-strength projection (spec 4.8) is DiGraP with a frozen omega
+The PCGrad-style fixed-strength projection (algorithm.md §13.8) is DiGraP with a frozen omega
 (``core.digrap.digrap_project_(..., trainable=False)``).
 """
 from .ftp import (

@@ -13,7 +13,7 @@ __all__ = ['ReferenceFTP']
 
 
 class ReferenceFTP:
-    """FTP (spec 4.5) as GT-RIPL/FTP's AdamP (``base='adam'``) or SGDP (``base='sgd'``).
+    """FTP (algorithm.md §13.5) as GT-RIPL/FTP's AdamP (``base='adam'``) or SGDP (``base='sgd'``).
 
     One global t, lists indexed by j (the position among tensors with a gradient), gamma = 1e-8
     at t = 1, ``torch.sum(dim=())`` for 1-D tensors (= the whole tensor).

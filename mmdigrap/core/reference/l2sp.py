@@ -12,7 +12,7 @@ __all__ = ['ReferenceL2SPAdam']
 
 
 class ReferenceL2SPAdam:
-    """Adam + L2-SP (spec 4.4): g <- g + weight * (p - p0), then a plain Adam step."""
+    """Adam + L2-SP (algorithm.md §13.4): g <- g + weight * (p - p0), then a plain Adam step."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight=0.01,
                  anchor='pretrained'):

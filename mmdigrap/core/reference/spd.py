@@ -14,7 +14,7 @@ __all__ = ['ReferenceAdamSPD']
 
 
 class ReferenceAdamSPD:
-    """AdamSPD (spec 4.6): Adam candidate, then decay iff -<g, p - p0> < 0."""
+    """AdamSPD (algorithm.md §13.6): Adam candidate, then decay iff -<g, p - p0> < 0."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight=0.5, norm='l2',
                  anchor='pretrained'):

@@ -14,7 +14,7 @@ __all__ = ['ReferenceTPGM', 'ReferenceTPGMTrainer']
 
 
 class ReferenceTPGM(nn.Module):
-    """PotatoTian/TPGM's ``TPGM`` module (spec 4.7): one nn.Parameter radius per tensor.
+    """PotatoTian/TPGM's ``TPGM`` module (algorithm.md §13.7): one nn.Parameter radius per tensor.
 
     The clip before every use is the spec's ``clip(gamma, 1e-8, max(n))``; the ratio is
     ``hardtanh(relu(gamma) / (n + 1e-8), 0, 1)``; MARS rows along dim 0 (elementwise for 1-D).
