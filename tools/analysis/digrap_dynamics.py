@@ -7,6 +7,10 @@
     # analyse finished runs (any run trained with RobustFTHook(log_interval=1) and
     # digrap=dict(track_update=True)); LABEL=WORK_DIR, seeds as LABEL@SEED=WORK_DIR
     python tools/analysis/digrap_dynamics.py analyse ft=WD1 digrap=WD2 --out docs/analysis
+    # the regime table on the paired-difference scale and the decision rule of issue 10
+    python tools/analysis/digrap_dynamics.py decide RESULTS.json [--task digits] [--md OUT.md]
+    # training-iteration time of each variant vs FT, interleaved (robust to background load)
+    python tools/analysis/digrap_dynamics.py steptime CONFIG --variant ft:omega_max=0 ...
 
 What it reads: the per-layer scalars that ``RobustFTHook`` writes to the visualizer
 (``WORK_DIR/<timestamp>/vis_data/scalars.json``): ``omega/<name>``, ``dist/<name>`` (before the
@@ -290,6 +294,159 @@ def analyse(run_dirs, out_dir):
     return summary
 
 
+# ------------------------------------------------------------------------- decision rule
+#: The decision rule (issue 10, item 4), per task: a row may be recommended only if its mean
+#: OOD beats FT's with a seed-paired 95% interval above 0, its ID is within ID_TOL points of
+#: FT's (mean paired difference >= -ID_TOL) and its training time is <= TIME_TOL x FT's; the
+#: recommendation needs every benchmark task to pass.
+ID_TOL, TIME_TOL = 1.0, 1.2
+
+
+def _mean_ood(run):
+    vals = list(run['ood'].values())
+    return sum(vals) / len(vals) if vals else None
+
+
+def decide(results, task='digits'):
+    """Rows (one per method and setting with >= 2 seeds) with the paired differences to FT and
+    the three parts of the decision rule. Rows named ``*_3x`` are compared with ``ft_3x``
+    (the same longer schedule) as well.
+
+    Returns:
+        (rows, ft_setting): rows are dicts with method, setting, n, id, ood (mean, std),
+        d_ood / d_id (:class:`~mmdigrap.utils.stats.PairedDiff`), time_ratio, and the
+        booleans ood_ok, id_ok, time_ok, passed.
+    """
+    from mmdigrap.utils.stats import mean_std, paired_difference
+    tdata = results['tasks'][task]
+    runs = tdata['runs']
+    sel = tdata.get('selection', {}).get('ft', {}).get('setting')
+    groups = defaultdict(list)
+    for r in runs:
+        if r.get('kind', 'train') != 'wise' and r.get('id') is not None:
+            groups[(r['method'], r['setting'])].append(r)
+    if sel is None:  # FT's setting with the most seeds
+        sel = max((k for k in groups if k[0] == 'ft'), key=lambda k: len(groups[k]))[1]
+    refs = {'ft': groups[('ft', sel)]}
+    for k in groups:
+        if k[0] == 'ft_3x':
+            refs['ft_3x'] = groups[k]
+
+    def by_seed(rs, fn):
+        return {r['seed']: fn(r) for r in rs if fn(r) is not None}
+
+    def train_s(rs):
+        vals = [r['train_s'] for r in rs if r.get('train_s')]
+        return sum(vals) / len(vals) if vals else None
+
+    rows = []
+    for (method, setting), rs in groups.items():
+        if len(rs) < 2:
+            continue
+        for ref_name, ref in refs.items():
+            if ref_name == 'ft_3x' and not method.endswith('_3x'):
+                continue
+            d_ood = paired_difference(by_seed(rs, _mean_ood), by_seed(ref, _mean_ood))
+            d_id = paired_difference(by_seed(rs, lambda r: r['id']),
+                                     by_seed(ref, lambda r: r['id']))
+            ratio = (train_s(rs) / train_s(ref)) if train_s(rs) and train_s(ref) else None
+            row = dict(method=method, setting=setting, ref=ref_name, n=len(rs),
+                       id=mean_std([r['id'] for r in rs]),
+                       ood=mean_std([_mean_ood(r) for r in rs]), d_ood=d_ood, d_id=d_id,
+                       time_ratio=ratio, ood_ok=bool(d_ood.significant and d_ood.mean > 0),
+                       id_ok=d_id.mean is not None and d_id.mean >= -ID_TOL,
+                       time_ok=ratio is not None and ratio <= TIME_TOL)
+            row['passed'] = row['ood_ok'] and row['id_ok'] and row['time_ok']
+            rows.append(row)
+    return rows, sel
+
+
+def decision_table(rows):
+    """Markdown table of :func:`decide` rows (sorted by the paired OOD difference)."""
+    def ci(d):
+        if d.low is None:
+            return '-'
+        return f'{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]' + (' *' if d.significant else '')
+
+    def ms(x):
+        return f'{x[0]:.2f} ± {x[1]:.2f}' if x[1] is not None else f'{x[0]:.2f}'
+
+    lines = ['| row | setting | vs | seeds | ID | mean OOD | ΔOOD vs ref [95% CI] | '
+             'ΔID vs ref [95% CI] | train time / ref | OOD | ID | time | rule |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for r in sorted(rows, key=lambda r: (r['ref'], -(r['d_ood'].mean or 0))):
+        if r['method'] == r['ref']:
+            continue
+        tick = {True: 'pass', False: 'fail'}
+        lines.append(
+            f"| {r['method']} | {r['setting']} | {r['ref']} | {r['n']} | {ms(r['id'])} | "
+            f"{ms(r['ood'])} | {ci(r['d_ood'])} | {ci(r['d_id'])} | "
+            f"{r['time_ratio']:.2f}x | {tick[r['ood_ok']]} | {tick[r['id_ok']]} | "
+            f"{tick[r['time_ok']]} | **{tick[r['passed']]}** |")
+    return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------- step time
+def step_times(config, variants, repeats=60, warmup=10, batch=16, seed=0):
+    """Median wall time (ms) of one training iteration (forward, backward, optimizer step; for
+    ``hypergrad_source='val'`` also the validation forward/backward and
+    ``set_val_gradients``) of CONFIG's model, per variant, the variants interleaved iteration
+    by iteration so background load hits them alike. ``ft`` (``omega_max=0``) is the base
+    optimizer's cost plus DiGraP's no-op overhead; ``adam`` (label 'adam', no options) is the
+    plain base optimizer. Random inputs of the config's input shape (1x28x28 for digits).
+
+    Returns:
+        {label: median ms}.
+    """
+    import copy
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    import mmdigrap  # noqa: F401  (registers the modules)
+    from mmdigrap import DiGraP
+    cfg = Config.fromfile(config)
+    init_default_scope('mmpretrain')
+    torch.manual_seed(seed)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.pop('init_cfg', None)
+    base_model = MODELS.build(model_cfg)
+    x = torch.randint(0, 255, (batch, 1, 28, 28)).float()
+    y = torch.randint(0, 10, (batch,))
+    lr = cfg.optim_wrapper.optimizer.get('lr', 1e-3)
+    setups = []
+    for label, opts in variants:
+        model = copy.deepcopy(base_model)
+        base = torch.optim.Adam(model.parameters(), lr=lr)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            opt = base if label == 'adam' else DiGraP(base, **opts)
+        setups.append((label, model, opt, opts.get('hypergrad_source') == 'val'))
+
+    def loss_of(model):
+        feats = model.extract_feat((x - 33.3285) / 78.5655)
+        return torch.nn.functional.cross_entropy(model.head(feats), y)
+
+    times = defaultdict(list)
+    for it in range(warmup + repeats):
+        for label, model, opt, val in setups:
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            loss_of(model).backward()
+            opt.step()
+            if val:
+                params = [p for p in model.parameters() if p.requires_grad]
+                model.eval()
+                grads = torch.autograd.grad(loss_of(model), params)
+                model.train()
+                opt.set_val_gradients(zip(params, grads))
+            if it >= warmup:
+                times[label].append(time.perf_counter() - t0)
+    return {label: float(np.median(v) * 1e3) for label, v in times.items()}
+
+
 # ------------------------------------------------------------------------------- probe
 def parse_variant(text):
     """'label:key=val,key=val' -> (label, {key: python value})."""
@@ -351,7 +508,30 @@ def main(argv=None):
     a = sub.add_parser('analyse', help='analyse finished runs LABEL=WORK_DIR')
     a.add_argument('runs', nargs='+')
     a.add_argument('--out', default='docs/analysis')
+    d = sub.add_parser('decide', help='regime table and decision rule from a results JSON')
+    d.add_argument('results')
+    d.add_argument('--task', default='digits')
+    d.add_argument('--md', default=None, help='also write the table to this file')
+    t = sub.add_parser('steptime', help='interleaved training-iteration time per variant')
+    t.add_argument('config')
+    t.add_argument('--variant', action='append', required=True)
+    t.add_argument('--repeats', type=int, default=60)
     args = ap.parse_args(argv)
+    if args.cmd == 'steptime':
+        res = step_times(args.config, [parse_variant(v) for v in args.variant], args.repeats)
+        name = 'adam' if 'adam' in res else next(iter(res))  # FT = the plain base optimizer
+        for label, ms in res.items():
+            print(f'{label:24s} {ms:7.2f} ms/iteration  {ms / res[name]:.2f}x {name}')
+        return
+    if args.cmd == 'decide':
+        with open(args.results) as f:
+            rows, sel = decide(json.load(f), args.task)
+        table = decision_table(rows)
+        print(f'{args.task}: FT reference setting {sel}\n{table}')
+        if args.md:
+            with open(args.md, 'w') as f:
+                f.write(table + '\n')
+        return
     if args.cmd == 'probe':
         variants = [parse_variant(v) for v in args.variant]
         jobs = [(label, kw, s) for s in args.seeds for label, kw in variants]

@@ -114,6 +114,44 @@ METHODS = OrderedDict([
 #: A variant without a knob runs at its one setting on all seeds; it is run when named in
 #: ``--methods`` (or with ``--methods all``).
 VARIANTS = OrderedDict()
+# The DiGraP study (issue 10; docs/analysis/digrap_dynamics.md, docs/algorithm.md section 14).
+_DG = 'optim_wrapper.digrap.'
+#: the paper's regimes: mu sweep (0.5 is the 'digrap' row), normalisation, kappa
+for _mu in (0.01, 0.1, 1.0, 10.0):
+    VARIANTS[f'digrap_mu{_mu:g}'] = dict(base='digrap', label=f'DiGraP mu={_mu:g}',
+                                         setting=f'mu={_mu:g}', opts={_DG + 'mu': _mu})
+VARIANTS['digrap_tensor'] = dict(base='digrap', label='DiGraP tensor-cosine h',
+                                 setting='hypergrad_norm=tensor',
+                                 opts={_DG + 'hypergrad_norm': 'tensor'})
+VARIANTS['digrap_kappa1e6'] = dict(base='digrap', label='DiGraP kappa=1e6',
+                                   setting='omega_max=1e6', opts={_DG + 'omega_max': 1e6})
+#: a 3x longer schedule (digits: 15 epochs = 945 steps), FT and DiGraP at the paper's mu
+_LONG = {'train_cfg.max_epochs': 15, 'train_cfg.val_interval': 15,
+         'param_scheduler.0.end': 15, 'default_hooks.checkpoint.interval': 15}
+VARIANTS['ft_3x'] = dict(base='ft', label='FT 3x schedule', setting='3x', lr_from='ft',
+                         opts=dict(_LONG))
+VARIANTS['digrap_3x'] = dict(base='digrap', label='DiGraP 3x schedule', setting='mu=0.5,3x',
+                             opts=dict(_LONG, **{_DG + 'mu': 0.5}))
+#: beyond the paper (docs/algorithm.md 14): relaxed = omega from 1 with a small mu; update =
+#: the base optimizer's update projected; val = omega's hyper-gradient on ID val batches
+VARIANTS['digrap_relaxed'] = dict(base='digrap', label='DiGraP relaxed (ω0=1, mu=0.01)',
+                                  setting='omega_init=1,mu=0.01',
+                                  opts={_DG + 'omega_init': 1.0, _DG + 'mu': 0.01})
+VARIANTS['digrap_update_w1'] = dict(base='digrap', label='DiGraP update, fixed ω=1',
+                                    setting='project=update,omega=1',
+                                    opts={_DG + 'project': 'update', _DG + 'omega_init': 1.0,
+                                          _DG + 'trainable': False})
+VARIANTS['digrap_update_relaxed'] = dict(
+    base='digrap', label='DiGraP update relaxed (ω0=1, mu=0.01)',
+    setting='project=update,omega_init=1,mu=0.01',
+    opts={_DG + 'project': 'update', _DG + 'omega_init': 1.0, _DG + 'mu': 0.01})
+VARIANTS['digrap_val'] = dict(base='digrap', label='DiGraP val hyper-gradient',
+                              setting='hypergrad_source=val,mu=0.5', config='digrap_val',
+                              opts={_DG + 'mu': 0.5})
+VARIANTS['digrap_update_val'] = dict(
+    base='digrap', label='DiGraP update + val h (ω0=1)',
+    setting='project=update,hypergrad_source=val,omega_init=1,mu=0.5', config='digrap_val',
+    opts={_DG + 'project': 'update', _DG + 'omega_init': 1.0, _DG + 'mu': 0.5})
 
 #: Searched values per knob; the first is the method's default (and wins ties).
 GRIDS = {
@@ -147,7 +185,8 @@ TASKS = OrderedDict([
         title='UCI digits -> OpenCV digits (+ corruptions); MNIST CNN (digit-recognizer-py)',
         configs={k: _DIG.format(v) for k, v in (
             ('lp', 'lp'), ('ft', 'ft'), ('l2sp', 'l2sp'), ('ftp', 'ftp'), ('spd', 'spd'),
-            ('tpgm', 'tpgm'), ('digrap', 'digrap'), ('digrap_fixed', 'digrap-fixed'))},
+            ('tpgm', 'tpgm'), ('digrap', 'digrap'), ('digrap_fixed', 'digrap-fixed'),
+            ('digrap_val', 'digrap-val'))},
         methods=('zeroshot', 'lp', 'ft', 'lpft', 'wise', 'l2sp', 'ftp', 'spd', 'tpgm',
                  'digrap', 'digrap_fixed'),
         start=None, pretrained='checkpoints/mnist-cnn_digit-recognizer.pth',
