@@ -178,7 +178,8 @@ def tiny_setup(tmp_path_factory):
     ckpt = base / 'backbone.pth'
     torch.save(dict(state_dict={f'backbone.{k}': v for k, v in backbone.state_dict().items()}),
                ckpt)
-    opts = ['load_from=None', f'model.backbone.init_cfg.checkpoint={ckpt}',
+    opts = ['load_from=None', 'train_cfg.max_epochs=2',  # the fmnist config trains 1 epoch
+            f'model.backbone.init_cfg.checkpoint={ckpt}',
             'model.backbone.img_size=56',
             'model.backbone.arch._delete_=True', 'model.head.in_channels=32',
             *(f'model.backbone.arch.{k}={v}' for k, v in arch.items()),
