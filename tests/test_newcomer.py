@@ -300,7 +300,7 @@ def test_plot_omega_says_there_was_no_hook(trained56, tmp_path):
     wd = tmp_path / 'nohook'
     _train(write_tiny_config(tmp, name='tiny_nohook.py'), wd,
            **{'custom_hooks': [], 'optim_wrapper': PLAIN_ADAMW})
-    with pytest.raises(FileNotFoundError, match='the run had no DiGraPHook'):
+    with pytest.raises(FileNotFoundError, match='the run had no RobustFTHook'):
         plot_omega.load_omegas(str(wd))
 
 

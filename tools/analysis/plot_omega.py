@@ -2,7 +2,7 @@
 
     python tools/analysis/plot_omega.py WORK_DIR [--out omega.png] [--match REGEX]
 
-Reads the per-layer scalars that ``DiGraPHook`` writes through the mmengine visualizer
+Reads the per-layer scalars that ``RobustFTHook`` writes through the mmengine visualizer
 (``WORK_DIR/<timestamp>/vis_data/scalars.json``, keys ``omega/<param name>``; every timestamp
 folder of the work dir is read, so a resumed run continues the same curves) and draws one
 heat map (one row per parameter tensor, input to output) above the mean omega, its
@@ -11,7 +11,7 @@ the tensor names, shortened (:func:`short_names`). Writes ``WORK_DIR/omega.png``
 ``--out`` is given.
 
 When nothing was logged, the error says why, from the run's own files: no scalars file (no
-``LocalVisBackend``), no ``DiGraPHook`` in the run's config, or a run shorter than the hook's
+``LocalVisBackend``), no ``RobustFTHook`` in the run's config, or a run shorter than the hook's
 ``log_interval`` (and which ``custom_hooks.<i>.log_interval`` to lower).
 """
 import argparse
@@ -29,7 +29,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _digrap_hook(work_dir):
-    """(index in custom_hooks, log_interval) of the DiGraPHook in the run's dumped config
+    """(index in custom_hooks, log_interval) of the RobustFTHook (old name: DiGraPHook) in
+    the run's dumped config
     (``WORK_DIR/<timestamp>/vis_data/config.py``, the newest), ``(None, None)`` without one,
     or None when no dumped config exists."""
     configs = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'config.py')))
@@ -38,8 +39,8 @@ def _digrap_hook(work_dir):
     from mmengine.config import Config
     cfg = Config.fromfile(configs[-1], import_custom_modules=False)
     for i, hook in enumerate(cfg.get('custom_hooks', None) or []):
-        if str(hook.get('type', '')).rsplit('.', 1)[-1] == 'DiGraPHook':
-            return i, int(hook.get('log_interval', 50))  # DiGraPHook's default
+        if str(hook.get('type', '')).rsplit('.', 1)[-1] in ('RobustFTHook', 'DiGraPHook'):
+            return i, int(hook.get('log_interval', 50))  # the hook's default
     return None, None
 
 
@@ -51,8 +52,8 @@ def _why_no_omega(work_dir, files, rows, key_prefix):
                 "LocalVisBackend (visualizer=dict(vis_backends=[dict(type='LocalVisBackend')]))")
     hook = _digrap_hook(work_dir)
     if hook is not None and hook[0] is None:
-        return (f'no {key_prefix}* scalars in {where}: the run had no DiGraPHook; add '
-                "custom_hooks=[dict(type='DiGraPHook', log_interval=10)] to the config")
+        return (f'no {key_prefix}* scalars in {where}: the run had no RobustFTHook; add '
+                "custom_hooks=[dict(type='RobustFTHook', log_interval=10)] to the config")
     iters = max((int(r.get('iter', r.get('step', 0)) or 0) for r in rows), default=0)
     if hook is not None:
         i, interval = hook
@@ -64,7 +65,7 @@ def _why_no_omega(work_dir, files, rows, key_prefix):
     return (f'no {key_prefix}* scalars in {where} after {iters} iterations'
             + (f' (there are {", ".join(others)}*: a method without omega, e.g. L2-SP/FTP/SPD/'
                'TPGM, logs only dist/*)' if others else '')
-            + ': check DiGraPHook(log_per_layer=True) and that the optim_wrapper is DiGraP')
+            + ': check RobustFTHook(log_per_layer=True) and that the optim_wrapper is DiGraP')
 
 
 def load_omegas(work_dir, key_prefix='omega/'):
