@@ -14,8 +14,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
-from mmengine.registry import (DATASETS, HOOKS, METRICS, MODEL_WRAPPERS, MODELS,
-                               OPTIM_WRAPPERS)
+from mmengine.registry import DATASETS, HOOKS, METRICS, MODEL_WRAPPERS, MODELS, OPTIM_WRAPPERS
 from torch.utils.data import Dataset
 
 

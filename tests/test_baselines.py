@@ -13,15 +13,20 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.runner import Runner
 from torch.func import functional_call
 
-import _toy  # noqa: F401  (registers the toy model / dataset / metric)
 import mmdigrap  # noqa: F401
 import mmdigrap.engine.baseline_hooks  # noqa: F401  (registers TPGMHook)
 import mmdigrap.engine.baseline_wrappers as bw
 from mmdigrap.core.baselines import ftp_project_, mars_row_norms, tpgm_norms
-from mmdigrap.core.reference import (ReferenceAdamSPD, ReferenceDiGraP, ReferenceFTP,
-                                     ReferenceL2SPAdam, ReferenceTPGMTrainer)
+from mmdigrap.core.reference import (
+    ReferenceAdamSPD,
+    ReferenceDiGraP,
+    ReferenceFTP,
+    ReferenceL2SPAdam,
+    ReferenceTPGMTrainer,
+)
 from mmdigrap.optim import FTP, L2SP, SPD, TPGM, FixedDiGraP
 
+import _toy  # noqa: F401  (registers the toy model / dataset / metric)
 from _toy import batches, make_mlp
 
 
@@ -155,7 +160,7 @@ def test_spd_matches_reference(norm, anchor):
             backward(m, x, y)
             o.step()
         decays += int(opt.last_stats['decayed'].sum())
-        # SPD's selection is the opposite of DiGraP's conflict test (spec 5.1)
+        # SPD's selection is the opposite of DiGraP's conflict test (algorithm.md §13.6)
         st = opt.last_stats
         assert torch.equal(st['selected'], st['dot'] > 0)
     assert_same_params(m_ref, m_new)

@@ -24,14 +24,18 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import _toy  # noqa: E402,F401  (MMDiGraPToy* model / dataset / metric)
-import mmdigrap  # noqa: E402,F401
 import mmengine.runner.checkpoint as mm_ckpt  # noqa: E402
 from mmengine.logging import HistoryBuffer  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmdigrap.engine.runtime import (TRUST_ENV, UntrustedCheckpointError,  # noqa: E402
-                                     trusted_checkpoint_loading_enabled)
+import mmdigrap  # noqa: E402,F401
+from mmdigrap.engine.runtime import (  # noqa: E402
+    TRUST_ENV,
+    UntrustedCheckpointError,
+    trusted_checkpoint_loading_enabled,
+)
+
+import _toy  # noqa: E402,F401  (MMDiGraPToy* model / dataset / metric)
 
 
 def write_marker(path):

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import mmdigrap  # noqa: F401  (registers datasets and models)
+from mmdigrap.datasets import OpenCVDigits, UCIDigits
 from mmdigrap.datasets import corruptions as C
 from mmdigrap.datasets import digits as D
-from mmdigrap.datasets import OpenCVDigits, UCIDigits
 from mmdigrap.models.backbones import mnist_cnn as M
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""DiGraP (torch face) against the literal per-tensor reference of digrap_spec.md 1.10."""
+"""DiGraP (torch face) against the literal per-tensor reference of docs/algorithm.md §10."""
 import copy
 import warnings
 
@@ -42,7 +42,7 @@ def test_matches_reference_30_steps(norm, mu):
     traj = torch.tensor(omegas, dtype=torch.float64)
     ref_traj = torch.tensor(ref.history, dtype=torch.float64)
     torch.testing.assert_close(traj, ref_traj, atol=1e-6, rtol=0)
-    # the trajectory is not trivial: omega moved for some tensor, first at step 3 (spec 1.4)
+    # the trajectory is not trivial: omega moved for some tensor, first at step 3 (algorithm.md §5)
     assert traj[:2].abs().max() == 0
     assert traj[2:].max() > 0.05
     assert set(opt.omegas()) == {n for n, _ in m_new.named_parameters()}
@@ -112,7 +112,7 @@ def test_no_projection_without_conflict():
 
 
 def test_l2sp_identity():
-    """g' = g + lambda d with lambda = omega * max(0, -s) / (||d||^2 + 1e-8) (spec section 2)."""
+    """g' = g + lambda d with lambda = omega * max(0, -s) / (||d||^2 + 1e-8) (algorithm.md §7)."""
     torch.manual_seed(3)
     for trial in range(5):
         g = torch.randn(7, 5, dtype=torch.float64)
@@ -215,7 +215,7 @@ def test_zero_anchor_stores_nothing_and_moves_from_step_2():
     a.grad = a.detach().clone()  # step 2: the gradient flips: h = cos(a, -a) = -1 < 0
     opt.step()
     assert 'anchor' not in opt.state[a]
-    # first hyper-step at T=2 moves omega by ~0.74 mu (spec 1.6)
+    # first hyper-step at T=2 moves omega by ~0.74 mu (algorithm.md §5)
     assert opt.omegas()['param0'] == pytest.approx(0.5 * (0.1 / (1 - 0.9 ** 2))
                                                    / ((0.001 / (1 - 0.999 ** 2)) ** 0.5 + 1e-8),
                                                    rel=1e-6)

@@ -90,7 +90,7 @@ def test_reference_variant_defaults_equal_the_faithful_reference():
 def test_update_projection_matches_reference_30_steps(kw):
     m_ref, m_new, ref, opt, traj = run_pair(kw)
     assert_same(m_ref, m_new, ref, traj)
-    if kw.get('trainable', True):  # omega moved (first at step 3, spec 1.4)
+    if kw.get('trainable', True):  # omega moved (first at step 3, algorithm.md §5)
         assert traj[:2].sub(kw.get('omega_init', 0.0)).abs().max() == 0
         assert (traj[2:] - traj[:1]).abs().max() > 0.01
 

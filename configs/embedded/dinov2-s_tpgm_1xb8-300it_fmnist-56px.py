@@ -12,7 +12,7 @@ custom_hooks = [
     dict(type='DiGraPHook', log_interval=50),
     dict(type='TPGMHook', interval=1, dataloader=dict(
         batch_size=8, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
-        dataset=dict(type='FashionMNISTIdx', data_root={{_base_.data_root}}, split='val',
+        dataset=dict(type='FashionMNISTIdx', data_root={{_base_.val_dataloader.dataset.data_root}}, split='val',
                      subset=500, seed=1, pipeline={{_base_.test_pipeline}}, test_mode=True))),
 ]
 test_evaluator = dict(type='IDOODAccuracy', tag='TPGM (l2)')

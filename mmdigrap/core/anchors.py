@@ -3,7 +3,7 @@
 * ``anchor='pretrained'``: theta0 is a detached copy of each parameter taken the first time it
   is updated (for an mmengine run: after ``load_from`` / the pre-trained ``init_cfg`` was
   loaded). Stored in the optimizer state under ``'anchor'``, so it is checkpointed and resumed.
-* ``anchor='zero'``: theta0 = 0, for LoRA/PEFT adapters (spec 1.8); nothing is stored.
+* ``anchor='zero'``: theta0 = 0, for LoRA/PEFT adapters (algorithm.md §8); nothing is stored.
 
 Anchors live on the parameter's device by default; ``anchor_dtype`` (e.g. ``torch.bfloat16``)
 keeps them in a lower precision for very large models. Reductions always run in float32.

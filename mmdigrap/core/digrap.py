@@ -2,7 +2,7 @@
 
 Huang et al., "Directional Gradient Projection for Robust Fine-Tuning of Foundation Models",
 ICLR 2025, arXiv 2502.15895, Algorithm 1 (Eqs. 3-8); the exact update we implement is
-``shared/design/digrap_spec.md`` section 1.10.
+``docs/algorithm.md`` §10.
 
 For every parameter tensor ``p`` (shape ``S``) with gradient ``g`` and anchor ``theta0``:
 
@@ -14,7 +14,7 @@ For every parameter tensor ``p`` (shape ``S``) with gradient ``g`` and anchor ``
     g'     = g - omega * P_t   if s < 0 else g  (Eqs. 4, 6, 7: project only on conflict)
 
 Equivalently g' = g + lambda_t * d with lambda_t = omega * max(0, -s) / (q + 1e-8), an adaptive,
-selective, per-layer L2-SP coefficient (spec section 2).
+selective, per-layer L2-SP coefficient (algorithm.md §7).
 
 Everything here is batched over a list of N tensors: scalar quantities live in float32 vectors
 of shape (N,), the elementwise work uses ``torch._foreach_*`` kernels, and there is no host
@@ -37,9 +37,9 @@ __all__ = [
 #: (``F.normalize(dim=1)``, whole-tensor cosine for tensors with < 2 dims); 'tensor' =
 #: whole-tensor cosine similarity. Spec section 1.5.
 HYPERGRAD_NORMS = ('row', 'tensor')
-#: Added to ||d||^2 in the projection denominator (authors' code, spec 1.1).
+#: Added to ||d||^2 in the projection denominator (authors' code, algorithm.md §3).
 PROJ_EPS = 1e-8
-#: Floor of each norm inside the normalisation (``F.normalize`` default, spec 5.3).
+#: Floor of each norm inside the normalisation (``F.normalize`` default, algorithm.md §3).
 NORM_EPS = 1e-12
 
 
@@ -67,7 +67,7 @@ def _row_cosine_sum(g: Tensor, p: Tensor) -> Tensor:
     For a 2-D weight [out, in] this is the sum over rows of the row cosines (range
     [-out, out]); for a conv kernel [o, i, kh, kw] the cosines are over the in-channels at
     each (o, kh, kw). Tensors with fewer than 2 dims use the whole-tensor cosine (the authors'
-    code crashes there, spec 1.5). Returns a 0-d float32 tensor.
+    code crashes there, algorithm.md §4). Returns a 0-d float32 tensor.
     """
     if g.dim() < 2:
         return _tensor_cosine(g, p)
@@ -81,7 +81,7 @@ def _row_cosine_sum(g: Tensor, p: Tensor) -> Tensor:
 
 def hypergradient(grads: Sequence[Tensor], prev_proj: Sequence[Tensor],
                   norm: str = 'row') -> Tensor:
-    """Normalised hyper-gradient of omega, ``h_t = Norm(g_t, P_{t-1})`` (spec 1.5, Eq. 8).
+    """Normalised hyper-gradient of omega, ``h_t = Norm(g_t, P_{t-1})`` (algorithm.md §4, Eq. 8).
 
     Args:
         grads: N current raw (unprojected) gradients, float32.
@@ -194,7 +194,7 @@ def digrap_project_(grads: List[Tensor], offsets: List[Tensor], omega: Tensor,
                     eps: float = 1e-8, omega_max: float = 1.0,
                     proj_out: Optional[List[Tensor]] = None, dot: Optional[Tensor] = None,
                     sq_dist: Optional[Tensor] = None) -> DiGraPStepResult:
-    """Apply one DiGraP step to a list of gradients, in place (spec 1.10, steps 3-7).
+    """Apply one DiGraP step to a list of gradients, in place (algorithm.md §10, steps 3-7).
 
     Args:
         grads: N gradients ``g`` (float32/float64, shape S_i each); overwritten with the
@@ -204,7 +204,7 @@ def digrap_project_(grads: List[Tensor], offsets: List[Tensor], omega: Tensor,
         hgrad: (N,) hyper-gradient ``Norm(g_t, P_{t-1})`` (see :func:`hypergradient`), or
             None for no hyper-update (step T = 1, or a fixed omega).
         step: global hyper-step counter T (for the hyper-Adam bias correction).
-        mu, beta1, beta2, eps, omega_max: hyper-optimizer settings (spec 1.6).
+        mu, beta1, beta2, eps, omega_max: hyper-optimizer settings (algorithm.md §5).
         proj_out: None, or N buffers that receive ``P_t = s/(q+1e-8) d`` (the state kept for
             the next hyper-gradient). Passing ``offsets`` itself is the allocation-free path:
             the offsets are scaled in place into ``P_t``.

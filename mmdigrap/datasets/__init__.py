@@ -5,14 +5,15 @@ copies, the ID/OOD concat datasets of a one-run ID + OOD test, and ImageNet's OO
 * :mod:`.id_ood`: ``IDOODConcatDataset``, ``ClassSubsetIDOODDataset``;
 * :mod:`.imagenet_variants`: ``ImageNetVariant`` (ImageNet-V2 / -A / -R / -Sketch);
 * :mod:`.digits`: ``UCIDigits``, ``OpenCVDigits`` (the digits task: UCI -> OpenCV digits);
-* :mod:`.corruptions`: the ImageNet-C corruptions (the ``imagecorruptions`` library); :mod:`.checks`: missing-data checks.
+* :mod:`.corruptions`: the ImageNet-C corruptions (the ``imagecorruptions`` library);
+* :mod:`.data_checks`: missing-data checks (``python -m mmdigrap.datasets.checks CONFIG``).
 
 This package does not import :mod:`mmdigrap.evaluation` (the metrics read the set names and
 the ``idood_sets`` / ``class_subsets`` metainfo these datasets write).
 """
 from . import corruptions
-from .checks import check_config_data, missing_data_paths, require_data_root
 from .corruptions import CORRUPTIONS, SEVERITY_TABLE, corrupt
+from .data_checks import check_config_data, missing_data_paths, require_data_root
 from .fashion_mnist import (
                             DEFAULT_DATA_ROOT,
                             FashionMNISTCorrupted,

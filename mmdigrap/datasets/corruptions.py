@@ -30,7 +30,8 @@ for the noises, whose per-channel draws are independent: one channel keeps the l
 level), and shrunk back by averaging each ``k x k`` block. The library's float output is
 rounded to uint8 here (the library's own ``corrupt()`` truncates: a -0.5 grey-level bias).
 Replication followed by block averaging is the identity, so a clean image comes back unchanged
-and only the corruption differs. Consequences at 28 px: additive noise is averaged over 4 pixels, so its measured
+and only the corruption differs. Consequences at 28 px: additive noise is averaged over 4
+pixels, so its measured
 std is sigma / 2; the library's parameters are those of ImageNet-C at 224 px, so relative to a
 56 px work image the blurs and the pixelation are much stronger than on ImageNet. Choose
 severities by measurement.

@@ -24,19 +24,16 @@ gt_label=int, orig_idx=index in the source array, img_shape=(28, 28), ori_shape=
 so ``[dict(type='PackInputs')]`` gives the ``(1, 28, 28)`` uint8 input the MNIST CNN takes
 (its data preprocessor normalises). Nothing here downloads anything.
 """
-import json
 import os
 import os.path as osp
-import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from mmengine.logging import print_log
-from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
 
 from . import corruptions as C
-from .fashion_mnist import _sha256, balanced_subset_indices
+from ._cache import cached_set, sha256_arrays
+from .fashion_mnist import GreyArrayDataset, balanced_subset_indices, check_subset
 
 __all__ = [
     'UCIDigits', 'OpenCVDigits', 'DIGIT_CLASSES', 'SPLIT_SIZES', 'SPLIT_SEED',
@@ -179,36 +176,16 @@ def load_opencv_digits(path: Optional[str] = None,
     return images, labels
 
 
-class _GreyDigits(BaseDataset):
-    """Shared part: in-memory (M, 28, 28) uint8 images -> data infos, channels handling."""
+class _GreyDigits(GreyArrayDataset):
+    """The digits' common part: 10 digit classes, 1 channel by default, plain (unserialised)
+    data lists."""
     METAINFO = {'classes': DIGIT_CLASSES}
 
     def __init__(self, channels: int = 1, **kwargs):
-        if channels not in (1, 3):
-            raise ValueError(f'channels must be 1 or 3, got {channels}')
-        self.channels = channels
-        kwargs.setdefault('data_prefix', '')
         # mmengine's serialisation runs gc.collect() per set (slow with torch loaded); the
         # sets are small, so keep the plain lists.
         kwargs.setdefault('serialize_data', False)
-        super().__init__(ann_file='', **kwargs)
-
-    def _images_labels(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
-    def load_data_list(self) -> List[dict]:
-        images, labels, idx = self._images_labels()
-        return [dict(img=img, gt_label=int(lbl), orig_idx=int(i))
-                for img, lbl, i in zip(images, labels, idx)]
-
-    def prepare_data(self, idx: int):
-        info = self.get_data_info(idx)
-        img = info['img']
-        if self.channels == 3:
-            img = np.repeat(img[:, :, None], 3, axis=2)
-        info['img'] = img
-        info['img_shape'] = info['ori_shape'] = img.shape[:2]
-        return self.pipeline(info)
+        super().__init__(channels=channels, **kwargs)
 
 
 @DATASETS.register_module()
@@ -235,10 +212,8 @@ class UCIDigits(_GreyDigits):
                  **kwargs):
         if split not in ('train', 'val', 'test', 'all'):
             raise ValueError(f"split must be 'train', 'val', 'test' or 'all', got {split!r}")
-        if subset is not None and (isinstance(subset, bool) or int(subset) != subset):
-            raise ValueError(f'subset must be an int or None, got {subset!r}')
         self.split = split
-        self.subset = None if subset is None else int(subset)
+        self.subset = check_subset(subset)
         self.seed = int(seed)
         super().__init__(**kwargs)
 
@@ -299,11 +274,9 @@ class OpenCVDigits(_GreyDigits):
                                  f'{corruption!r}, got {severity!r}')
         elif severity is not None:
             raise ValueError('severity given without a corruption')
-        if subset is not None and (isinstance(subset, bool) or int(subset) != subset):
-            raise ValueError(f'subset must be an int or None, got {subset!r}')
         self.corruption = corruption
         self.severity = None if severity is None else int(severity)
-        self.subset = None if subset is None else int(subset)
+        self.subset = check_subset(subset)
         self.seed = int(seed)
         self.cache_dir = cache_dir
         self.digits_file = digits_file
@@ -329,49 +302,12 @@ class OpenCVDigits(_GreyDigits):
             corruption=self.corruption, severity=self.severity,
             param=C.SEVERITY_TABLE[self.corruption][self.severity - 1],
             work_size=C.WORK_SIZE, subset=self.subset, seed=self.seed,
-            source_sha256=_sha256(images, labels))
-        cached = self._read_cache(expected)
-        self.cache_hit = cached is not None
-        if cached is not None:
-            return cached
-        t0 = time.perf_counter()
-        out = C.corrupt(images[idx], self.corruption, self.severity, self.seed)
-        lbl, idx = np.ascontiguousarray(labels[idx]), np.asarray(idx, np.int64)
-        self._write_cache(out, lbl, idx, dict(expected, images_sha256=_sha256(out, lbl, idx),
-                                              num_images=int(len(out))))
-        print_log(f'built {self.cache_file} ({len(out)} images) in '
-                  f'{time.perf_counter() - t0:.2f} s', logger='current')
-        return out, lbl, idx
-
-    def _read_cache(self, expected: dict):
-        path = self.cache_file
-        if not osp.isfile(path):
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z['meta']))
-                images, labels, idx = z['images'], z['labels'], z['orig_idx']
-        except Exception as e:  # unreadable / truncated file: rebuild
-            print_log(f'{path}: unreadable cache ({e!r}), rebuilding', logger='current')
-            return None
-        if any(meta.get(k) != v for k, v in json.loads(json.dumps(expected)).items()) or \
-                meta.get('images_sha256') != _sha256(images, labels, idx):
-            print_log(f'{path}: stale or damaged cache, rebuilding', logger='current')
-            return None
-        return images, labels, idx
-
-    def _write_cache(self, images, labels, idx, meta: dict) -> None:
-        os.makedirs(self.cache_dir, exist_ok=True)
-        path = self.cache_file
-        tmp = f'{path}.tmp{os.getpid()}'
-        with open(tmp, 'wb') as f:
-            np.savez_compressed(f, images=images, labels=labels, orig_idx=idx,
-                                meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
-        tmp = f'{path[:-4]}.json.tmp{os.getpid()}'
-        with open(tmp, 'w') as f:
-            json.dump(meta, f, indent=2)
-        os.replace(tmp, path[:-4] + '.json')
+            source_sha256=sha256_arrays(images, labels))
+        out, self.cache_hit = cached_set(
+            self.cache_file, expected,
+            lambda: (C.corrupt(images[idx], self.corruption, self.severity, self.seed),
+                     labels[idx], idx))
+        return out
 
     def extra_repr(self) -> List[str]:
         out = [f'Subset: \t{self.subset} (seed {self.seed})']

@@ -19,22 +19,19 @@ an ImageNet-style pipeline (``ResizeEdge``/``Resize`` then ``PackInputs``) needs
 ``channels=1`` gives ``HxW`` like mmpretrain's ``MNIST``.
 """
 import gzip
-import hashlib
-import json
 import os
 import os.path as osp
-import time
 import zlib
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from mmengine.logging import print_log
 from mmpretrain.datasets import BaseDataset
 from mmpretrain.datasets.categories import FASHIONMNIST_CATEGORITES
 from mmpretrain.registry import DATASETS
 
 from . import corruptions as C
+from ._cache import cached_set, sha256_arrays
 from .id_ood import IDOODConcatDataset
 
 __all__ = [
@@ -208,8 +205,63 @@ def balanced_subset_indices(labels: np.ndarray, subset: Optional[int],
     return np.sort(np.concatenate(chosen))
 
 
+def check_subset(subset) -> Optional[int]:
+    """``subset`` as an int, or None.
+
+    Raises:
+        ValueError: not an int (a bool or a fractional number included) and not None.
+    """
+    if subset is not None and (isinstance(subset, bool) or int(subset) != subset):
+        raise ValueError(f'subset must be an int or None, got {subset!r}')
+    return None if subset is None else int(subset)
+
+
+class GreyArrayDataset(BaseDataset):
+    """Base of the in-memory grey-image datasets (Fashion-MNIST, the digits).
+
+    Subclasses implement :meth:`_images_labels`; every data info is ``dict(img=(H, W) uint8,
+    gt_label=int, orig_idx=int)``, and :meth:`prepare_data` adds ``img_shape`` /
+    ``ori_shape`` and, with ``channels=3``, repeats the grey image to ``(H, W, 3)``.
+
+    Args:
+        channels (int): 1 (``img`` is ``(H, W)``) or 3 (``(H, W, 3)``).
+        **kwargs: as in :class:`mmpretrain.datasets.BaseDataset` (no ``ann_file``;
+            ``data_prefix`` defaults to ``''``).
+
+    Raises:
+        ValueError: ``channels`` not 1 or 3.
+    """
+
+    def __init__(self, channels: int = 3, **kwargs):
+        if channels not in (1, 3):
+            raise ValueError(f'channels must be 1 or 3, got {channels}')
+        self.channels = channels
+        kwargs.setdefault('data_prefix', '')
+        super().__init__(ann_file='', **kwargs)
+
+    def _images_labels(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images (M, H, W) uint8, labels (M,) int64, orig_idx (M,)) of this dataset."""
+        raise NotImplementedError
+
+    def load_data_list(self) -> List[dict]:
+        images, labels, idx = self._images_labels()
+        return [
+            dict(img=img, gt_label=int(lbl), orig_idx=int(i))
+            for img, lbl, i in zip(images, labels, idx)
+        ]
+
+    def prepare_data(self, idx: int):
+        data_info = self.get_data_info(idx)
+        img = data_info['img']
+        if self.channels == 3:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        data_info['img'] = img
+        data_info['img_shape'] = data_info['ori_shape'] = img.shape[:2]
+        return self.pipeline(data_info)
+
+
 @DATASETS.register_module()
-class FashionMNISTIdx(BaseDataset):
+class FashionMNISTIdx(GreyArrayDataset):
     """Fashion-MNIST read from the standard idx files (no download).
 
     Args:
@@ -251,18 +303,12 @@ class FashionMNISTIdx(BaseDataset):
                  **kwargs):
         if split not in ('train', 'val', 'test'):
             raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        if channels not in (1, 3):
-            raise ValueError(f'channels must be 1 or 3, got {channels}')
-        if subset is not None and (isinstance(subset, bool) or int(subset) != subset):
-            raise ValueError(f'subset must be an int or None, got {subset!r}')
         self.split = split
-        self.subset = None if subset is None else int(subset)
+        self.subset = check_subset(subset)
         self.seed = int(seed)
-        self.channels = channels
         self.val_size = int(val_size)
         self.exclude_val = bool(exclude_val)
-        kwargs.setdefault('data_prefix', '')
-        super().__init__(ann_file='', data_root=data_root, **kwargs)
+        super().__init__(channels=channels, data_root=data_root, **kwargs)
 
     def _source(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(all images, all labels of the idx file, indices of the kept images)."""
@@ -276,25 +322,8 @@ class FashionMNISTIdx(BaseDataset):
                                                             self.seed)]
 
     def _images_labels(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(images (M,H,W) uint8, labels (M,) int64, orig_idx (M,)) of this dataset."""
         images, labels, idx = self._source()
         return images[idx], labels[idx], idx
-
-    def load_data_list(self) -> List[dict]:
-        images, labels, idx = self._images_labels()
-        return [
-            dict(img=img, gt_label=int(lbl), orig_idx=int(i))
-            for img, lbl, i in zip(images, labels, idx)
-        ]
-
-    def prepare_data(self, idx: int):
-        data_info = self.get_data_info(idx)
-        img = data_info['img']
-        if self.channels == 3:
-            img = np.repeat(img[:, :, None], 3, axis=2)
-        data_info['img'] = img
-        data_info['img_shape'] = data_info['ori_shape'] = img.shape[:2]
-        return self.pipeline(data_info)
 
     def extra_repr(self) -> List[str]:
         return [
@@ -302,14 +331,6 @@ class FashionMNISTIdx(BaseDataset):
             f'Split: \t{self.split}' + (' (without val)' if self.exclude_val else ''),
             f'Subset: \t{self.subset} (seed {self.seed})'
         ]
-
-
-def _sha256(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(str(a.dtype).encode() + str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 @DATASETS.register_module()
@@ -391,59 +412,15 @@ class FashionMNISTCorrupted(FashionMNISTIdx):
             seed=self.seed,
             source_sha256=source_sha)
 
-    def _read_cache(self, expected: dict):
-        """(images, labels, orig_idx) from the cache if it is valid for ``expected``."""
-        path = self.cache_file
-        if not osp.isfile(path):
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z['meta']))
-                images, labels, idx = z['images'], z['labels'], z['orig_idx']
-        except Exception as e:  # unreadable / truncated file: rebuild
-            print_log(f'{path}: unreadable cache ({e!r}), rebuilding', logger='current')
-            return None
-        if any(meta.get(k) != v for k, v in expected.items()):
-            print_log(f'{path}: cache built with other parameters or another source, '
-                      'rebuilding', logger='current')
-            return None
-        if meta.get('images_sha256') != _sha256(images, labels, idx):
-            print_log(f'{path}: cache content does not match its checksum, rebuilding',
-                      logger='current')
-            return None
-        return images, labels, idx
-
-    def _write_cache(self, images, labels, idx, meta: dict) -> None:
-        os.makedirs(self.cache_dir, exist_ok=True)
-        path = self.cache_file
-        tmp = f'{path}.tmp{os.getpid()}'
-        with open(tmp, 'wb') as f:
-            np.savez_compressed(
-                f, images=images, labels=labels, orig_idx=idx, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
-        tmp = f'{path[:-4]}.json.tmp{os.getpid()}'
-        with open(tmp, 'w') as f:
-            json.dump(meta, f, indent=2)
-        os.replace(tmp, path[:-4] + '.json')
-
     def _images_labels(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         all_images, all_labels, idx = self._source()
-        expected = self._expected_meta(_sha256(all_images, all_labels))
-        cached = self._read_cache(expected)
-        if cached is not None:
-            self.cache_hit = True
-            return cached
-        self.cache_hit = False
-        t0 = time.perf_counter()
-        images = C.corrupt(all_images[idx], self.corruption, self.severity, self.seed)
-        labels = np.ascontiguousarray(all_labels[idx])
-        idx = np.asarray(idx, np.int64)
-        meta = dict(expected, images_sha256=_sha256(images, labels, idx),
-                    num_images=int(len(images)), numpy_version=np.__version__)
-        self._write_cache(images, labels, idx, meta)
-        print_log(f'built {self.cache_file} ({len(images)} images) in '
-                  f'{time.perf_counter() - t0:.2f} s', logger='current')
-        return images, labels, idx
+        expected = self._expected_meta(sha256_arrays(all_images, all_labels))
+        out, self.cache_hit = cached_set(
+            self.cache_file, expected,
+            lambda: (C.corrupt(all_images[idx], self.corruption, self.severity, self.seed),
+                     all_labels[idx], idx),
+            extra_meta=dict(numpy_version=np.__version__))
+        return out
 
     def extra_repr(self) -> List[str]:
         return super().extra_repr() + [

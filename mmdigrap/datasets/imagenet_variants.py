@@ -18,7 +18,7 @@ from mmpretrain.datasets import BaseDataset
 from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
 from mmpretrain.registry import DATASETS
 
-from .checks import require_data_root
+from .data_checks import require_data_root
 
 __all__ = ['IMG_EXTENSIONS', 'load_wnids', 'ImageNetVariant']
 

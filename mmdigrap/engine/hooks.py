@@ -11,6 +11,7 @@ from mmengine.registry import HOOKS
 from ..optim import GradientProjectionOptimizer
 from ..optim.digrap import TRACK_KEYS as _TRACK_KEYS
 from ..utils import unwrap_model
+from .optim_wrapper import report_param_groups
 
 __all__ = ['RobustFTHook', 'DiGraPHook', 'find_pretrained_source']
 
@@ -58,7 +59,10 @@ class RobustFTHook(Hook):
       checkpointed anchors), and prints once which tensors are anchored and which excluded, and
       where each anchor came from (restored from the checkpoint, or snapshotted from the loaded
       weights). Parameter names come from ``RobustFTOptimWrapperConstructor`` at build time; a
-      wrapper built without it gets them here (names of the unwrapped model).
+      wrapper built without it gets them here (names of the unwrapped model). It also logs the
+      param-group table and the weight-decay warning of
+      :func:`~mmdigrap.engine.optim_wrapper.report_param_groups` unless that constructor
+      already did.
     * ``after_train_iter``, every ``log_interval`` iterations: logs ``omega_mean``,
       ``omega_max``, ``conflict_rate`` (fraction of tensors with <g, theta-theta0> < 0) and
       ``dist_to_anchor`` (mean ||theta-theta0||_2) to the message hub (so they show in the text
@@ -143,6 +147,8 @@ class RobustFTHook(Hook):
                 f'{len(anchored)} tensors ({numel / 1e6:.2f} M params; {origin}; '
                 f'anchor={opt.anchor_policy.mode!r}). Excluded ({len(excluded)}): '
                 f'{", ".join(excluded) if excluded else "none"}')
+            # the param-group table and the decay warning, unless the constructor did them
+            report_param_groups(opt, runner.logger, model.named_parameters())
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not self.every_n_train_iters(runner, self.log_interval):

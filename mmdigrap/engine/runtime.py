@@ -204,7 +204,9 @@ def _checkpoint_module():
 
 
 def install_checkpoint_safety() -> bool:
-    """Make mmengine load its own checkpoints under ``weights_only=True`` (run by ``import mmdigrap``).
+    """Make mmengine load its own checkpoints under ``weights_only=True``.
+
+    Run by ``import mmdigrap``.
 
     What: (1) ``torch.serialization.add_safe_globals(mmengine_safe_globals())``; (2) replaces the
     module-global name ``torch`` inside ``mmengine.runner.checkpoint`` (and nowhere else) with a

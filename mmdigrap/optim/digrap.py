@@ -15,6 +15,7 @@ from ..core.digrap import (
     hypergradient_partials,
     omega_adam_update,
 )
+from ..core.digrap_fused import FusedDiGraP, compile_available
 from ..core.digrap_variants import HYPERGRAD_SOURCES, PROJECT_MODES, cosine, update_project_
 from ._checks import check_betas, check_choice, check_number
 from .gradient_projection import GradientProjectionOptimizer, GroupDefault
@@ -23,6 +24,14 @@ __all__ = ['DiGraP']
 
 _SCALARS = ('omega', 'omega_exp_avg', 'omega_exp_avg_sq')
 _WIDE = (torch.float32, torch.float64)
+_FUSED = (True, False, 'auto')
+#: fused='auto' compiles a bucket from this many elements on (below it the one-time compile
+#: never pays back in a short run; docs/results/step_bench.md)
+AUTO_COMPILE_NUMEL = 1 << 24
+#: devices on which fused='auto' compiles. Not the CPU: inductor's cold compile there takes about
+#: a minute per process (docs/results/step_bench.md), more than it saves in a run of a few
+#: hundred steps; pass fused=True to compile on the CPU for long runs.
+AUTO_COMPILE_DEVICES = ('cuda',)
 #: extra ``last_stats`` keys of ``track_update=True`` (and their meaning, section 14.3)
 TRACK_KEYS = ('grad_cos', 'proj_grad_cos', 'base_update_cos', 'update_cos', 'radial_update')
 
@@ -34,7 +43,7 @@ class DiGraP(GradientProjectionOptimizer):
     if <g, d> < 0 (the task gradient pulls away from the pre-trained weights) the gradient
     becomes ``g - omega * (<g,d>/(||d||^2+1e-8)) d``; else it is left alone. The projection
     strength omega (a scalar per tensor, starting at ``omega_init``) is trained by its own
-    Adam (learning rate ``mu``, spec 1.6) on the hyper-gradient
+    Adam (learning rate ``mu``, algorithm.md §5) on the hyper-gradient
     ``Norm(g_t, P_{t-1})`` (Eq. 8). The regularisation gradient is not added. Then the
     (unmodified) base optimizer steps on the projected gradients.
 
@@ -47,7 +56,7 @@ class DiGraP(GradientProjectionOptimizer):
         omega_max: upper clip kappa of omega (paper: 1). 0 disables the projection (warns).
         omega_init: omega at step 1 (paper: 0). In [0, omega_max].
         trainable: False keeps omega at ``omega_init`` forever (the fixed-strength
-            PCGrad-style ablation, spec 4.8).
+            PCGrad-style ablation, algorithm.md §13.8).
         hypergrad_norm: 'row' (authors' row-wise normalisation; whole-tensor cosine for 1-D)
             or 'tensor' (whole-tensor cosine).
         anchor: 'pretrained' (theta0 = weights at the first step) or 'zero' (LoRA/PEFT).
@@ -58,7 +67,7 @@ class DiGraP(GradientProjectionOptimizer):
         named_parameters: ``model.named_parameters()`` (names for ``exclude`` and logging).
         store_projection: True keeps P_{t-1} (one parameter-sized buffer per tensor, exact
             spec); False is the lean mode (a scalar per tensor; the hyper-gradient uses the
-            current offset, spec 3.4), saving 1P of memory.
+            current offset, algorithm.md §11), saving 1P of memory.
         project: 'gradient' (the paper: project the raw gradient before the base step) or
             'update' (a variant, ``docs/algorithm.md`` section 14.1: project the base
             optimizer's update after its step, so Adam's preconditioner cannot undo it; needs
@@ -69,6 +78,16 @@ class DiGraP(GradientProjectionOptimizer):
         track_update: also record the diagnostics of section 14.3 in ``last_stats``
             (:data:`TRACK_KEYS`: cosines of the raw / projected gradient and of the update with
             d, the radial update); costs a copy of the weights per step. Off by default.
+        fused: the kernels of the transform (:mod:`mmdigrap.core.digrap_fused`, same results
+            to ~1e-7). True: the two-pass transform compiled with ``torch.compile`` (one
+            read of each input for all reductions, one write of each output; the first step
+            of a process pays the compilation, see ``compile_seconds``). False: the eager
+            reference path. 'auto' (default): compiled for buckets of >= 2**24 elements on
+            CUDA when ``torch.compile`` works there, else the eager path (full mode) or
+            the uncompiled two-pass math (lean mode, the faster one there). A failing
+            compilation warns once and falls back. Anchors on another device
+            (``anchor_device``), sharded tensors and the variants (``project``,
+            ``hypergrad_source='val'``, ``track_update``) always use the eager path.
 
     Per param group (``group.setdefault`` with the arguments above as defaults, so
     ``paramwise_cfg=dict(custom_keys={'neck': dict(mu=0.1)})`` or an mmengine
@@ -117,8 +136,14 @@ class DiGraP(GradientProjectionOptimizer):
                  anchor_device=None, exclude: Iterable[str] = (),
                  named_parameters: Optional[Iterable[Tuple[str, Tensor]]] = None,
                  store_projection: bool = True, project: str = 'gradient',
-                 hypergrad_source: str = 'train', track_update: bool = False):
+                 hypergrad_source: str = 'train', track_update: bool = False,
+                 fused='auto'):
         owner = type(self).__name__
+        if not any(fused is f or (isinstance(f, str) and fused == f) for f in _FUSED):
+            raise ValueError(f"{owner}: fused must be True, False or 'auto', got {fused!r} "
+                             "('auto' = the fastest correct path on this machine)")
+        self.fused = fused
+        self._fused_impl = {}
         hyper = self._check_hyper(dict(
             mu=mu, hyper_betas=betas, hyper_eps=eps, omega_max=omega_max, omega_init=omega_init,
             trainable=trainable, hypergrad_norm=hypergrad_norm, project=project,
@@ -177,7 +202,8 @@ class DiGraP(GradientProjectionOptimizer):
                 f'hypergrad_norm={self.hypergrad_norm!r}, store_projection={self.store_projection}'
                 + (f', project={self.project!r}' if self.project != 'gradient' else '')
                 + (f', hypergrad_source={self.hypergrad_source!r}'
-                   if self.hypergrad_source != 'train' else ''))
+                   if self.hypergrad_source != 'train' else '')
+                + f', fused={self.fused!r}')
 
     def _init_state(self, p: Tensor, group: Optional[Dict[str, Any]] = None) -> Dict:
         """The tensor's DiGraP state, created with its group's ``omega_init`` (default: the
@@ -210,9 +236,19 @@ class DiGraP(GradientProjectionOptimizer):
         parts = []
         self._pending = []
         for group, idx in self._buckets(params, steps):
-            fn = self._project_update if group['project'] == 'update' else self._project
-            parts.append(fn([params[i] for i in idx], [grads[i] for i in idx],
-                            [states[i] for i in idx], group, steps[idx[0]]))
+            if group['project'] == 'update':
+                parts.append(self._project_update(
+                    [params[i] for i in idx], [grads[i] for i in idx],
+                    [states[i] for i in idx], group, steps[idx[0]]))
+                continue
+            mode = self._fused_mode([params[i] for i in idx], group)
+            if mode is not None:
+                parts.append(self._project_fused(
+                    [params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx],
+                    group, steps[idx[0]], mode))
+                continue
+            parts.append(self._project([params[i] for i in idx], [grads[i] for i in idx],
+                                       [states[i] for i in idx], group, steps[idx[0]]))
         self._parts = parts
         self.last_stats = self._merge_stats(parts)
 
@@ -439,6 +475,64 @@ class DiGraP(GradientProjectionOptimizer):
                 st['val_hgrad'] = val
             count += len(items)
         return count
+
+    @property
+    def compile_seconds(self) -> Dict[tuple, float]:
+        """{bucket signature: seconds of its first, compiling fused step} (the one-time cost
+        of ``fused``; empty on the eager path)."""
+        impl = self.__dict__.get('_fused_impl', {}).get(True)
+        return dict(impl.compile_seconds) if impl is not None else {}
+
+    def _fused_mode(self, params: List[Tensor], group: Optional[Dict[str, Any]] = None
+                    ) -> Optional[bool]:
+        """None: eager reference path; False: two-pass math uncompiled; True: compiled."""
+        fused = self.__dict__.get('fused', 'auto')
+        dev = self.anchor_policy.device
+        if fused is False or (dev is not None and dev != params[0].device):
+            return None
+        if self.__dict__.get('track_update') or (group is not None and (
+                group.get('project', 'gradient') != 'gradient'
+                or group.get('hypergrad_source', 'train') != 'train')):
+            return None  # the variants of docs/algorithm.md section 14 run eager
+        if self._reducer(params).any_sharded:  # FSDP2 shards: the eager path's all-reduce
+            return None
+        can = compile_available(params[0].device)
+        if fused is True:
+            if not can and not self.__dict__.get('_warned_no_compile'):
+                self._warned_no_compile = True
+                warnings.warn(f'{type(self).__name__}(fused=True): torch.compile is not usable '
+                              f'on {params[0].device.type} (needs a C++ compiler on the CPU, '
+                              'Triton on CUDA); using the uncompiled two-pass math.',
+                              UserWarning, stacklevel=4)
+            return can
+        if (can and params[0].device.type in AUTO_COMPILE_DEVICES
+                and sum(p.numel() for p in params) >= AUTO_COMPILE_NUMEL):
+            return True
+        return None if self.store_projection else False
+
+    def _project_fused(self, params: List[Tensor], grads: List[Tensor], states: List[Dict],
+                       group: Dict[str, Any], step: int, compiled: bool) -> Dict[str, Any]:
+        """DiGraP on one bucket with :class:`~mmdigrap.core.digrap_fused.FusedDiGraP`."""
+        impls = self.__dict__.setdefault('_fused_impl', {})
+        if compiled not in impls:
+            impls[compiled] = FusedDiGraP(compile=compiled)
+        omega, m, v = (torch.stack([st[k] for st in states]) for k in _SCALARS)
+        mu = float(group['mu'])
+        beta1, beta2 = group['hyper_betas']
+        prev = [st['prev_proj'] for st in states] if self.store_projection else None
+        sign = None if prev is not None else torch.sign(
+            torch.stack([st['prev_coef'] for st in states]))
+        omega, m, v, coef, dot, sq_dist = impls[compiled](
+            grads, [p.detach() for p in params], self._anchors(params), prev, omega, m, v,
+            sign, row=group['hypergrad_norm'] == 'row',
+            train=bool(group['trainable']) and mu > 0 and step > 1, step=step, mu=mu,
+            beta1=beta1, beta2=beta2, eps=group['hyper_eps'], omega_max=group['omega_max'])
+        for key, vec in zip(_SCALARS, (omega, m, v)):
+            torch._foreach_copy_([st[key] for st in states], list(vec.unbind()))
+        if prev is None:
+            torch._foreach_copy_([st['prev_coef'] for st in states], list(coef.unbind()))
+        return dict(params=params, omega=omega, dot=dot, sq_dist=sq_dist, conflict=dot < 0,
+                    hgrad=torch.full_like(omega, float('nan')))
 
     def omegas(self) -> Dict[str, float]:
         """{parameter name: omega} for every tensor that has DiGraP state (one host sync).

@@ -14,7 +14,7 @@ NamedParams = Optional[Iterable[Tuple[str, Tensor]]]
 
 
 class FixedDiGraP(DiGraP):
-    r"""DiGraP with a fixed projection strength: the PCGrad-style ablation (spec 4.8).
+    r"""DiGraP with a fixed projection strength: the PCGrad-style ablation (algorithm.md §13.8).
 
     Where ``<g, theta - theta0> < 0`` the gradient loses ``omega`` times its component along
     ``theta - theta0``; elsewhere it is unchanged; then the base optimizer steps. omega never

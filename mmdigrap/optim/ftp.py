@@ -10,7 +10,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..core.baselines import FTP_EPS, ftp_project_
-from ._checks import check_betas, check_number
+from ._checks import check_number
+from ._hyper_adam import HyperAdamMixin
 from ._tensors import wide_dtype, write_
 from .gradient_projection import GradientProjectionOptimizer, GroupDefault
 
@@ -19,8 +20,8 @@ __all__ = ['FTP']
 NamedParams = Optional[Iterable[Tuple[str, Tensor]]]
 
 
-class FTP(GradientProjectionOptimizer):
-    r"""FTP: Fast Trainable Projection of the base optimizer's candidate step (spec 4.5).
+class FTP(HyperAdamMixin, GradientProjectionOptimizer):
+    r"""FTP: Fast Trainable Projection of the base optimizer's candidate step (algorithm.md §13.5).
 
     After ``base.step()`` proposes ``theta~``, every managed tensor is projected row by row onto
     a ball around theta0: ``theta = theta0 + clip(gamma / n, 0, 1) * (theta~ - theta0)``, with
@@ -38,7 +39,7 @@ class FTP(GradientProjectionOptimizer):
       ``torch.optim.SGD`` (momentum, nesterov, coupled weight decay) it is SGDP. Both are
       checked against the literal re-implementation in :mod:`mmdigrap.core.reference.ftp`.
     * State is per parameter (keyed by the tensor, checkpointed), not lists indexed by call
-      order, so tensors without a gradient on a step keep their state (spec 5.4/5.5). The
+      order, so tensors without a gradient on a step keep their state (algorithm.md §12.7/5.5). The
       hyper-Adam bias correction uses a per-tensor step count, equal to the reference's global
       ``t`` whenever every tensor gets a gradient at every step.
     * ``mu`` and the hyper-Adam betas/eps are arguments (hard-coded 1e-2, (0.9, 0.999), 1e-8
@@ -73,9 +74,7 @@ class FTP(GradientProjectionOptimizer):
     _SCALARS = ('ftp_gamma', 'ftp_exp_avg', 'ftp_exp_avg_sq', 'ftp_step')
 
     k = GroupDefault('k')
-    mu = GroupDefault('mu')
-    betas = GroupDefault('hyper_betas')
-    eps = GroupDefault('hyper_eps')
+    mu = GroupDefault('mu')  # betas, eps: HyperAdamMixin
 
     def __init__(self, base_optimizer: Optimizer, *, k: float = 1.0, mu: float = 1e-2,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = FTP_EPS,
@@ -96,9 +95,7 @@ class FTP(GradientProjectionOptimizer):
                            'lets the radius only grow)', hi=1.0),
             mu=check_number(owner, 'mu', hyper['mu'], 0.0, 'the reference uses mu=1e-2; mu=0 '
                             'would pin every tensor to theta0 forever', lo_open=True),
-            hyper_betas=check_betas(owner, hyper['hyper_betas'], 'betas'),
-            hyper_eps=check_number(owner, 'eps', hyper['hyper_eps'], 0.0, 'use 1e-8',
-                                   lo_open=True))
+            **cls._check_hyper_adam(owner, hyper))
 
     def extra_repr(self) -> str:
         return f'k={self.k}, mu={self.mu}, betas={self.betas}, eps={self.eps}'
@@ -106,14 +103,10 @@ class FTP(GradientProjectionOptimizer):
     def _init_state(self, p: Tensor, group: Dict[str, Any]) -> Dict:
         st = self.state[p]
         if 'ftp_gamma' not in st:
-            kw = dict(dtype=wide_dtype(p), device=p.device)
-            st['ftp_gamma'] = torch.full((), group['hyper_eps'], **kw)
-            st['ftp_exp_avg'] = torch.zeros((), **kw)
-            st['ftp_exp_avg_sq'] = torch.zeros((), **kw)
-            st['ftp_step'] = torch.zeros((), **kw)
+            self._init_hyper_adam_state(st, self._SCALARS, p, group['hyper_eps'])
             st['ftp_prev_offset'] = torch.zeros_like(p, memory_format=torch.preserve_format)
             rows = [p.shape[0]] + [1] * (p.dim() - 1) if p.dim() >= 2 else [1] * p.dim()
-            st['ftp_prev_scale'] = torch.zeros(rows, **kw)
+            st['ftp_prev_scale'] = torch.zeros(rows, dtype=wide_dtype(p), device=p.device)
         return st
 
     def _pre_step(self, params: List[Tensor], grads: List[Tensor]) -> None:

@@ -452,7 +452,7 @@ class GradientProjectionOptimizer(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
-        """Transform the gradients, then run the base optimizer step (spec 1.7 order).
+        """Transform the gradients, then run the base optimizer step (algorithm.md §6 order).
 
         Args:
             closure: re-evaluates the model and returns the loss (evaluated once, before the

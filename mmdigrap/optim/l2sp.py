@@ -21,7 +21,9 @@ NamedParams = Optional[Iterable[Tuple[str, Tensor]]]
 
 
 class L2SP(GradientProjectionOptimizer):
-    r"""L2-SP: ``g' = g + weight * (theta - theta0)`` before the base optimizer (spec 4.4).
+    r"""L2-SP: ``g' = g + weight * (theta - theta0)`` before the base optimizer.
+
+    ``docs/algorithm.md`` §13.4.
 
     Minimises ``L + weight/2 * ||theta - theta0||^2``, coupled: the penalty's gradient feeds the
     base optimizer's moments (with Adam it is *not* AdamW-style decoupled). With

@@ -22,13 +22,16 @@ NamedParams = Optional[Iterable[Tuple[str, Tensor]]]
 
 
 class SPD(GradientProjectionOptimizer):
-    r"""SPD: Selective Projection Decay of the base optimizer's candidate (spec 4.6, AdamSPD).
+    r"""SPD: Selective Projection Decay of the base optimizer's candidate (AdamSPD).
+
+    ``docs/algorithm.md`` §13.6.
 
     With ``theta`` the weights before the step, ``theta~`` the base optimizer's candidate and
     ``c = -<g, theta - theta0>``: where ``c < 0``,
     ``theta = theta~ - weight * r * (theta~ - theta0)`` with
     ``r = clip((||theta~ - theta0|| - ||theta - theta0||) / ||theta~ - theta0||, 0, 1)``;
-    elsewhere the candidate is kept. **The selection is the opposite of DiGraP's** (spec 5.1):
+    elsewhere the candidate is kept. **The selection is the opposite of DiGraP's**
+    (algorithm.md §13.6):
     SPD acts when ``<g, theta - theta0> > 0``.
 
     Differences from ``GT-RIPL/Selective-Projection-Decay adamSPD.py``: it wraps any base

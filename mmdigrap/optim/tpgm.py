@@ -11,13 +11,20 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..core.baselines import (TPGM_NORMS, tpgm_clip_radii, tpgm_init_radius, tpgm_norms,
-                              tpgm_project, tpgm_ratios)
+from ..core.baselines import (
+    TPGM_NORMS,
+    tpgm_clip_radii,
+    tpgm_init_radius,
+    tpgm_norms,
+    tpgm_project,
+    tpgm_ratios,
+)
 from ..core.digrap import batched_dot
 from ..core.distributed import local_max, local_min
 from ..core.scalar_adam import scalar_adam_update
-from ._checks import check_betas, check_choice, check_number
-from ._tensors import wide_dtype, write_
+from ._checks import check_choice, check_number
+from ._hyper_adam import HyperAdamMixin
+from ._tensors import write_
 from .gradient_projection import GradientProjectionOptimizer, GroupDefault
 
 __all__ = ['TPGM']
@@ -25,8 +32,8 @@ __all__ = ['TPGM']
 NamedParams = Optional[Iterable[Tuple[str, Tensor]]]
 
 
-class TPGM(GradientProjectionOptimizer):
-    r"""TPGM: projection radii trained on held-out validation data (spec 4.7).
+class TPGM(HyperAdamMixin, GradientProjectionOptimizer):
+    r"""TPGM: projection radii trained on held-out validation data (algorithm.md §13.7).
 
     ``step()`` is the base optimizer alone (plus the theta0 snapshot before the first step).
     :meth:`tpgm_update` does TPGM's *projection update*: for ``max_iters`` iterations it builds
@@ -91,9 +98,7 @@ class TPGM(GradientProjectionOptimizer):
     _SCALARS = ('tpgm_gamma', 'tpgm_exp_avg', 'tpgm_exp_avg_sq', 'tpgm_step')
 
     proj_lr = GroupDefault('proj_lr')
-    norm = GroupDefault('norm')
-    betas = GroupDefault('hyper_betas')
-    eps = GroupDefault('hyper_eps')
+    norm = GroupDefault('norm')  # betas, eps: HyperAdamMixin
 
     def __init__(self, base_optimizer: Optimizer, *, proj_lr: float = 1e-2, norm: str = 'l2',
                  max_iters: int = 1, betas: Tuple[float, float] = (0.9, 0.999),
@@ -119,9 +124,7 @@ class TPGM(GradientProjectionOptimizer):
                                  'the reference uses proj_lr=1e-2', lo_open=True),
             norm=check_choice(owner, 'norm', hyper['norm'], TPGM_NORMS,
                               "'l2' = whole-tensor L2 ball, 'mars' = row-wise L1 ball"),
-            hyper_betas=check_betas(owner, hyper['hyper_betas'], 'betas'),
-            hyper_eps=check_number(owner, 'eps', hyper['hyper_eps'], 0.0, 'use 1e-8',
-                                   lo_open=True))
+            **cls._check_hyper_adam(owner, hyper))
 
     def extra_repr(self) -> str:
         return (f'proj_lr={self.proj_lr}, norm={self.norm!r}, max_iters={self.max_iters}, '
@@ -149,11 +152,7 @@ class TPGM(GradientProjectionOptimizer):
     def _init_state(self, p: Tensor, norm: Tensor) -> Dict:
         st = self.state[p]
         if 'tpgm_gamma' not in st:
-            kw = dict(dtype=wide_dtype(p), device=p.device)
-            st['tpgm_gamma'] = tpgm_init_radius(norm).to(**kw)
-            st['tpgm_exp_avg'] = torch.zeros((), **kw)
-            st['tpgm_exp_avg_sq'] = torch.zeros((), **kw)
-            st['tpgm_step'] = torch.zeros((), **kw)
+            self._init_hyper_adam_state(st, self._SCALARS, p, tpgm_init_radius(norm))
         return st
 
     @staticmethod

@@ -9,7 +9,6 @@ installed wheel into a temporary folder, else (no wheel) a randomly initialised 
 checkpoint stands in (the test then checks mechanics, not the pre-trained numbers). Without
 OpenCV's ``digits.png`` a synthetic mosaic stands in. Needs scikit-learn and imagecorruptions.
 """
-import copy
 import glob
 import importlib.util
 import os.path as osp

@@ -883,7 +883,7 @@ def report_rows(task, tdata):
     rows = []
     for m in order:
         mr = [r for r in runs if r['method'] == m]
-        if m in sel:
+        if m in sel and any(r['setting'] == sel[m]['setting'] for r in mr):
             setting = sel[m]['setting']
             note = 'val-selected' if sel[m].get('by') == 'val' else ''
         else:
@@ -1083,6 +1083,7 @@ def plot_report(data, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     from mmdigrap.utils.stats import mean_std
     tasks = [t for t, d in data.get('tasks', {}).items() if d.get('runs')]
     if not tasks:
@@ -1095,6 +1096,8 @@ def plot_report(data, path):
             ids = [r['id'] for r in row['runs']]
             oods = [mean_ood(r) for r in row['runs']]
             (x, sx), (y, sy) = mean_std(ids), mean_std(oods)
+            if x is None or y is None:  # a row without finished runs
+                continue
             color = plt.cm.tab20(i % 20)
             ax.errorbar(x, y, xerr=sx or 0.0, yerr=sy or 0.0, fmt=markers[i % len(markers)],
                         ms=8, capsize=3, color=color, label=f"{row['label']} ({row['setting']})")

@@ -66,8 +66,9 @@ def load_original_model(weights: str) -> torch.nn.Module:
 def build_converted_model(dst: str) -> torch.nn.Module:
     """``ImageClassifier(MNISTCNN, LinearClsHead)`` (no data preprocessor normalisation) with
     the converted checkpoint loaded strictly, in eval mode."""
-    import mmdigrap  # noqa: F401  (registers MNISTCNN)
     from mmpretrain.registry import MODELS
+
+    import mmdigrap  # noqa: F401  (registers MNISTCNN)
     model = MODELS.build(dict(
         type='ImageClassifier', backbone=dict(type='MNISTCNN'), neck=None,
         head=dict(type='LinearClsHead', num_classes=10, in_channels=256)))
@@ -88,8 +89,11 @@ def max_logit_difference(src: str, dst: str, batch: int = 16, seed: int = 0) -> 
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdigrap.models.backbones.mnist_cnn import (KEY_MAP, convert_digit_recognizer,
-                                                     default_digit_recognizer_path)
+    from mmdigrap.models.backbones.mnist_cnn import (
+        KEY_MAP,
+        convert_digit_recognizer,
+        default_digit_recognizer_path,
+    )
     try:
         src = args.paths[0] if args.paths else default_digit_recognizer_path()
     except FileNotFoundError as e:

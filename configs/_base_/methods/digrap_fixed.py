@@ -1,5 +1,5 @@
 # Ablation: DiGraP with a fixed projection strength omega (no hyper-optimizer), the
-# PCGrad-style precursor of DiGraP (spec 4.8; mmdigrap.optim.FixedDiGraP). omega=1 removes
+# PCGrad-style precursor of DiGraP (algorithm.md §13.8; mmdigrap.optim.FixedDiGraP). omega=1 removes
 # the whole conflicting component of the gradient; 0 is the base optimizer alone.
 # Knobs: --cfg-options optim_wrapper.digrap.omega=0.5
 optim_wrapper = dict(

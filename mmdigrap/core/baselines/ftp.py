@@ -1,4 +1,4 @@
-"""FTP: Fast Trainable Projection, the math (digrap_spec.md section 4.5).
+"""FTP: Fast Trainable Projection, the math (docs/algorithm.md §13.5).
 
 Tian, Huang, Kira, "Fast Trainable Projection for Robust Fine-Tuning", NeurIPS 2023; reference
 code ``GT-RIPL/FTP util/FTP.py`` (classes ``FTP``, ``AdamP``, ``SGDP``).
@@ -81,7 +81,7 @@ def ftp_project_(offsets: List[Tensor], grads: List[Tensor], prev_offsets: List[
                  step: Tensor, *, k: float = 1.0, mu: float = 1e-2, beta1: float = 0.9,
                  beta2: float = 0.999, eps: float = FTP_EPS,
                  reducer: ShardReducer = IDENTITY) -> FTPStepResult:
-    """One FTP projection of N candidate offsets, in place (spec 4.5, steps 2-6).
+    """One FTP projection of N candidate offsets, in place (algorithm.md §13.5, steps 2-6).
 
     Args:
         offsets: N candidate offsets ``c_t = theta~_t - theta0`` (float32/float64 scratch

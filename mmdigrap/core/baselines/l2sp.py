@@ -1,4 +1,4 @@
-"""L2-SP: a coupled pull towards the pre-trained weights (digrap_spec.md section 4.4).
+"""L2-SP: a coupled pull towards the pre-trained weights (docs/algorithm.md §13.4).
 
 Li, Grandvalet, Davoine, "Explicit Inductive Bias for Transfer Learning with Convolutional
 Networks", ICML 2018. Minimises ``L(theta) + weight/2 * ||theta - theta0||^2``: for every
@@ -9,7 +9,7 @@ decoupled decay):
     g' = g + weight * (theta - theta0)          (anchor='zero', LoRA/PEFT: g' = g + weight * theta)
 
 One global coefficient, no selection, no per-layer adaptation: the baseline DiGraP makes
-adaptive (spec section 2). Batched over N tensors with ``torch._foreach_*``; no host sync.
+adaptive (algorithm.md §7). Batched over N tensors with ``torch._foreach_*``; no host sync.
 """
 from typing import List, NamedTuple
 
@@ -28,7 +28,7 @@ class L2SPStepResult(NamedTuple):
 
 
 def l2sp_grad_(grads: List[Tensor], offsets: List[Tensor], weight: float) -> L2SPStepResult:
-    """Add ``weight * (theta - theta0)`` to each gradient, in place (spec 4.4).
+    """Add ``weight * (theta - theta0)`` to each gradient, in place (algorithm.md §13.4).
 
     Args:
         grads: N gradients ``g`` (float32/float64, shapes S_i); overwritten with ``g'``.

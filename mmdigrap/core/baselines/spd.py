@@ -1,4 +1,4 @@
-"""SPD: Selective Projection Decay, the math (digrap_spec.md section 4.6).
+"""SPD: Selective Projection Decay, the math (docs/algorithm.md §13.6).
 
 Tian, Huang, Kira, "Rethinking Weight Decay for Robust Fine-Tuning of Foundation Models",
 NeurIPS 2024; reference code ``GT-RIPL/Selective-Projection-Decay adamSPD.py`` (AdamSPD) and
@@ -13,7 +13,7 @@ optimizer's candidate:
     theta_t = theta~ - weight * r_t * (theta~ - theta0)      if c_t < 0
     theta_t = theta~                                         otherwise
 
-**Sign convention (spec 5.1): the opposite of DiGraP's.** DiGraP acts when
+**Sign convention (algorithm.md §13.6): the opposite of DiGraP's.** DiGraP acts when
 ``<g, theta - theta0> < 0`` (the task gradient pushes away from theta0) and edits the gradient.
 SPD acts when ``c_t < 0``, i.e. ``<g, theta - theta0> > 0`` (plain gradient descent would move
 *towards* theta0, so regularising is "free" for the loss), and only shrinks whatever growth of
@@ -43,7 +43,7 @@ def spd_condition(grads: Sequence[Tensor], offsets: Sequence[Tensor]) -> Tensor:
     """SPD's selection quantity ``c_t = -<g_t, theta - theta0>`` per tensor, (N,).
 
     Decay is applied where ``c_t < 0``. (``-c_t`` is DiGraP's dot product; DiGraP projects
-    where that dot product is < 0: the opposite selection, spec 5.1.)
+    where that dot product is < 0: the opposite selection, algorithm.md §13.6.)
     """
     return -batched_dot(grads, offsets)
 

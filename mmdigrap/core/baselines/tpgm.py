@@ -1,4 +1,4 @@
-"""TPGM: Trainable Projected Gradient Method, the math (digrap_spec.md section 4.7).
+"""TPGM: Trainable Projected Gradient Method, the math (docs/algorithm.md §13.7).
 
 Tian, Dai, Ha, Kira, "Trainable Projected Gradient Method for Robust Fine-Tuning", CVPR 2023;
 reference code ``PotatoTian/TPGM */utils/tpgm.py`` (``TPGM``, ``tpgm_trainer``).

@@ -1,7 +1,8 @@
 """One plain per-tensor reference loop per method: what the tests and benchmarks compare to.
 
-Slow and literal on purpose (Python loops, ``.item()``, ``if`` on tensor values), written from
-the papers' algorithms and the reference repositories (``docs/algorithm.md``). Pure PyTorch.
+Slow and literal on purpose, written from the papers' algorithms and the reference
+repositories (``docs/algorithm.md``) in their style: Python loops over tensors, lists indexed by
+position, a global step counter, ``.item()`` and Python ``if`` on tensor values. Pure PyTorch.
 """
 from .digrap import ReferenceDiGraP
 from .digrap_variants import ReferenceDiGraPVariant

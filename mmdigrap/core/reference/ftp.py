@@ -1,9 +1,8 @@
 """Plain per-tensor reference of FTP (GT-RIPL/FTP ``util/FTP.py``: AdamP, SGDP).
 
-Written from the reference code's structure (``docs/algorithm.md``, "FTP"): Python loops over
-tensors, lists indexed by position, a global step counter, Python ``if`` on tensor
-values. Deliberately slow and literal: the batched implementation in
-``mmdigrap.core.baselines`` is checked against it.
+Written from the reference code's structure (``docs/algorithm.md``, "FTP"), in the
+style of :mod:`mmdigrap.core.reference`; the batched ``mmdigrap.core.baselines`` is checked
+against it.
 """
 import torch
 import torch.nn.functional as F
@@ -14,7 +13,7 @@ __all__ = ['ReferenceFTP']
 
 
 class ReferenceFTP:
-    """FTP (spec 4.5) as GT-RIPL/FTP's AdamP (``base='adam'``) or SGDP (``base='sgd'``).
+    """FTP (algorithm.md §13.5) as GT-RIPL/FTP's AdamP (``base='adam'``) or SGDP (``base='sgd'``).
 
     One global t, lists indexed by j (the position among tensors with a gradient), gamma = 1e-8
     at t = 1, ``torch.sum(dim=())`` for 1-D tensors (= the whole tensor).

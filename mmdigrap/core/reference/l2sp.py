@@ -1,9 +1,8 @@
 """Plain per-tensor reference of L2-SP (Li et al., ICML 2018).
 
-Written from the reference code's structure (``docs/algorithm.md``, "L2-SP"): Python loops over
-tensors, lists indexed by position, a global step counter, Python ``if`` on tensor
-values. Deliberately slow and literal: the batched implementation in
-``mmdigrap.core.baselines`` is checked against it.
+Written from the reference code's structure (``docs/algorithm.md``, "L2-SP"), in the
+style of :mod:`mmdigrap.core.reference`; the batched ``mmdigrap.core.baselines`` is checked
+against it.
 """
 import torch
 
@@ -13,7 +12,7 @@ __all__ = ['ReferenceL2SPAdam']
 
 
 class ReferenceL2SPAdam:
-    """Adam + L2-SP (spec 4.4): g <- g + weight * (p - p0), then a plain Adam step."""
+    """Adam + L2-SP (algorithm.md §13.4): g <- g + weight * (p - p0), then a plain Adam step."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight=0.01,
                  anchor='pretrained'):

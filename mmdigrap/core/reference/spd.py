@@ -1,10 +1,9 @@
 """Plain per-tensor reference of SPD (GT-RIPL/Selective-Projection-Decay
 ``adamSPD.py``).
 
-Written from the reference code's structure (``docs/algorithm.md``, "SPD"): Python loops over
-tensors, lists indexed by position, a global step counter, Python ``if`` on tensor
-values. Deliberately slow and literal: the batched implementation in
-``mmdigrap.core.baselines`` is checked against it.
+Written from the reference code's structure (``docs/algorithm.md``, "SPD"), in the
+style of :mod:`mmdigrap.core.reference`; the batched ``mmdigrap.core.baselines`` is checked
+against it.
 """
 import torch
 import torch.nn.functional as F
@@ -15,7 +14,7 @@ __all__ = ['ReferenceAdamSPD']
 
 
 class ReferenceAdamSPD:
-    """AdamSPD (spec 4.6): Adam candidate, then decay iff -<g, p - p0> < 0."""
+    """AdamSPD (algorithm.md §13.6): Adam candidate, then decay iff -<g, p - p0> < 0."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight=0.5, norm='l2',
                  anchor='pretrained'):

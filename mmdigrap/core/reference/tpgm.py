@@ -1,8 +1,7 @@
 """Plain per-tensor reference of TPGM (PotatoTian/TPGM ``utils/tpgm.py``).
 
-Written from the reference code's structure (``docs/algorithm.md``, "TPGM"): Python loops over
-tensors, lists indexed by position, a global step counter, Python ``if`` on tensor
-values, a deep copy of the model. Deliberately slow and literal: the batched implementation in
+Written from the reference code's structure (``docs/algorithm.md``, "TPGM"), deep copy of the
+model included, in the style of :mod:`mmdigrap.core.reference`; the batched
 ``mmdigrap.core.baselines`` is checked against it.
 """
 import copy
@@ -15,7 +14,7 @@ __all__ = ['ReferenceTPGM', 'ReferenceTPGMTrainer']
 
 
 class ReferenceTPGM(nn.Module):
-    """PotatoTian/TPGM's ``TPGM`` module (spec 4.7): one nn.Parameter radius per tensor.
+    """PotatoTian/TPGM's ``TPGM`` module (algorithm.md §13.7): one nn.Parameter radius per tensor.
 
     The clip before every use is the spec's ``clip(gamma, 1e-8, max(n))``; the ratio is
     ``hardtanh(relu(gamma) / (n + 1e-8), 0, 1)``; MARS rows along dim 0 (elementwise for 1-D).
