@@ -26,8 +26,8 @@ pytestmark = pytest.mark.skipif(
     reason='the digits task needs scikit-learn and imagecorruptions (tools/install.sh)')
 
 OOD_SETS = ['opencv', 'impulse_noise_s5', 'motion_blur_s3', 'elastic_transform_s4', 'rotate_s3']
-METHODS = ['digrap-fixed', 'digrap', 'ft', 'ftp', 'l2sp', 'lp-ft', 'lp', 'spd', 'tpgm',
-           'zeroshot']
+METHODS = ['digrap-fixed', 'digrap-val', 'digrap', 'ft', 'ftp', 'l2sp', 'lp-ft', 'lp', 'spd',
+           'tpgm', 'zeroshot']
 
 
 def test_one_config_per_method():

@@ -218,7 +218,7 @@ def plot_signs(runs, out, w=21):
     panels[-1][0].legend(fontsize=6)
     fig.suptitle(f'conflict, hyper-gradient sign and flips per layer ({w}-step means)',
                  fontsize=10)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=72)  # 3 x n panels of 10 lines: keep the PNG small
     plt.close(fig)
     return out
 
