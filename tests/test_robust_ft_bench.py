@@ -141,14 +141,18 @@ def test_wise_job_and_alpha_selection(bench, tmp_path):
     (job0, job1) = sorted(bench.plan(res, args)[0], key=lambda j: j['seed'])
     assert job0['kind'] == 'wise' and job0['of'] == ('fmnist', 'ft', 'lr=3e-5', 0)
     assert job0['start'] == ('fmnist', 'lp', 'default', 0)  # theta0 = the LP start
-    alphas = bench.grid_of('fmnist', 'wise')
-    assert alphas[0] == 'alpha=0' and alphas[-1] == 'alpha=1' and len(alphas) >= 3
-    # val peaks at alpha=0.3 on average; OOD would prefer alpha=1
-    runs += [dict(run('wise', a, s, val=90.0 - abs(bench.setting_value(a) - 0.4) * 10 + s,
+    # the searched grid is the interior (3 values, alpha=0 = FT and alpha=1 = the start are
+    # not WiSE-FT settings); the evaluated curve adds both ends
+    assert bench.grid_of('fmnist', 'wise') == ['alpha=0.5', 'alpha=0.25', 'alpha=0.75']
+    alphas = bench.wise_curve()
+    assert alphas[0] == 'alpha=0' and alphas[-1] == 'alpha=1' and len(alphas) == 5
+    # val is best at alpha=0 (FT itself, outside the grid), then falls with alpha; OOD would
+    # prefer alpha=1: the grid's best val (alpha=0.25) is selected, never 0 or 1
+    runs += [dict(run('wise', a, s, val=90.0 - bench.setting_value(a) * 10 + s,
                       ood=(bench.setting_value(a) * 100, 0.0)), of=['fmnist', 'ft', 'lr=3e-5', s])
              for a in alphas for s in (0, 1)]
     res = results_with(bench, tmp_path, 'fmnist', runs, args)
-    assert res.data['tasks']['fmnist']['selection']['wise']['setting'] == 'alpha=0.4'
+    assert res.data['tasks']['fmnist']['selection']['wise']['setting'] == 'alpha=0.25'
     assert bench.plan(res, args)[0] == []
 
 
