@@ -184,7 +184,7 @@ def test_report_renders_table_gates_and_plot(bench, tmp_path):
     assert (tmp_path / 'robust_ft_bench.md').read_text() == md
     md = ' '.join(md.split())  # markdown_table pads the cells
     assert (tmp_path / 'robust_ft_bench.png').stat().st_size > 10000
-    assert 'Command: `python x`' in md and '2 cores' in md and 'torch 2.x' in md
+    assert '``` python x ```' in md and '2 cores' in md and 'torch 2.x' in md
     assert 'Total time 1h02m' in md
     # WiSE-FT row on digits: mean OOD 64.00 ± 1.73, ΔOOD +3.00 [3 -/+ 2.4841] *
     half = 4.302652730 / 3 ** 0.5
@@ -202,6 +202,43 @@ def test_report_renders_table_gates_and_plot(bench, tmp_path):
     sbs = ' '.join(bench.side_by_side(data['tasks']['fmnist'], ['ft', 'wise'], seed=0).split())
     assert '| **ID** (id) | 90.00 | 90.00 |' in sbs and '| a_s1 | 61.00 | 61.50 |' in sbs
     assert '**60.00**' in sbs and '1.0 min' in sbs
+
+
+def test_decision_rule_recommends_only_rows_passing_on_every_task(bench):
+    """The rule of the DiGraP study: ΔOOD interval above 0, ΔID >= -1, CPU time <= 1.2x FT,
+    on both tasks; only candidate rows (digrap_fixed, DiGraP variants) are tagged."""
+    def task(rows):
+        runs = []
+        for m, setting, d_id, d_ood, cpu in rows:
+            for s in range(3):
+                runs.append(dict(method=m, setting=setting, seed=s, val=90.0, id=90.0 + d_id,
+                                 ood={'a': 60.0 + s + d_ood[s]}, train_s=99.0,
+                                 train_cpu_s=cpu))
+        return dict(id_set='id', ood_sets=['a'], runs=runs,
+                    selection=dict(ft=dict(setting='lr=1', by='val')))
+    up = (2.0, 3.0, 4.0)  # mean +3, 95% interval [+0.52, +5.48]: excludes 0
+    rows = [('ft', 'lr=1', 0.0, (0.0,) * 3, 10.0),
+            ('digrap_fixed', 'omega=1', -0.5, up, 11.0),      # passes
+            ('digrap_relaxed', 'r', -1.5, up, 11.0),          # ID -1.5: fails
+            ('digrap_update_w1', 'u', 0.0, up, 13.0),         # 1.3x: fails
+            ('ftp', 'k=1', 0.0, up, 10.0)]                    # passes, not a candidate
+    data = dict(tasks=dict(digits=task(rows), fmnist=task(rows)))
+    by = {r['method']: r for r in bench.decide(data, 'digits')}
+    assert by['digrap_fixed']['passed'] and by['ftp']['passed']
+    assert by['digrap_fixed']['time_ratio'] == pytest.approx(1.1)
+    assert not by['digrap_relaxed']['id_ok'] and by['digrap_relaxed']['ood_ok']
+    assert not by['digrap_update_w1']['time_ok']
+    assert bench.recommended(data) == {('digrap_fixed', 'omega=1')}
+    bench.tag_recommended(data)
+    flagged = {r['method'] for r in data['tasks']['fmnist']['runs'] if r.get('recommended')}
+    assert flagged == {'digrap_fixed'}
+    # one task failing (no OOD gain on fmnist) -> nothing is recommended, flags removed
+    data['tasks']['fmnist'] = task([rows[0], ('digrap_fixed', 'omega=1', -0.5, (1.0, -1.0,
+                                                                                0.5), 11.0)])
+    assert bench.tag_recommended(data) == set()
+    assert not any(r.get('recommended') for t in data['tasks'].values() for r in t['runs'])
+    md = ' '.join(bench.decision_markdown(data, 'digits').split())
+    assert '| DiGraP fixed ω=1 | omega=1 | ft | 3 |' in md and '**pass** |' in md
 
 
 def test_cli_errors_and_dry_run(bench, tmp_path):
