@@ -808,6 +808,7 @@ def run_suite(args, command):
         t['protocol'] = dict(seeds=args.seed_list,
                              search_seeds=args.seed_list[:args.search_seeds])
         update_selection(task, t)
+    tag_recommended(results.data)
     ready, n_done, n_total = plan(results, args)
     if args.dry_run:
         for j in ready:
