@@ -805,8 +805,9 @@ def run_suite(args, command):
     results = Results(args.results, fresh=args.fresh)
     for task in args.task_list:
         t = results.task(task)
-        t['protocol'] = dict(seeds=args.seed_list,
-                             search_seeds=args.seed_list[:args.search_seeds])
+        if not (args.only_selected and t.get('protocol')):  # extra rows keep the protocol
+            t['protocol'] = dict(seeds=args.seed_list,
+                                 search_seeds=args.seed_list[:args.search_seeds])
         update_selection(task, t)
     tag_recommended(results.data)
     ready, n_done, n_total = plan(results, args)
