@@ -294,3 +294,21 @@ def test_end_to_end_tiny_lp_then_ft_resumed(bench, tmp_path):
     assert runs['ft']['setting'] == 'lr=3e-5'
     assert any(o.startswith('load_from=') for o in open(
         osp.join(runs['ft']['work_dir'], 'train.log')).readline().split())
+
+
+def test_readme_block_is_rewritten_between_its_markers(bench, tmp_path):
+    data = synthetic(bench)
+    readme = tmp_path / 'README.md'
+    readme.write_text('# x\n')
+    with pytest.raises(ValueError, match='add the two lines'):
+        bench.update_readme(str(readme), data)
+    readme.write_text(f'# x\nbefore\n{bench.README_BEGIN}\nold 1.00\n{bench.README_END}\nafter\n')
+    bench.update_readme(str(readme), data)
+    text = readme.read_text()
+    assert 'old 1.00' not in text and text.startswith('# x\nbefore\n')
+    assert text.endswith(f'{bench.README_END}\nafter\n')
+    flat = ' '.join(text.split())
+    assert '+3.00 [+0.52, +5.48] *' in flat and '| 64.00 ± 1.73 |' in flat
+    assert 'recommended = none' in flat
+    bench.update_readme(str(readme), data)  # idempotent
+    assert readme.read_text() == text
