@@ -141,14 +141,18 @@ def test_wise_job_and_alpha_selection(bench, tmp_path):
     (job0, job1) = sorted(bench.plan(res, args)[0], key=lambda j: j['seed'])
     assert job0['kind'] == 'wise' and job0['of'] == ('fmnist', 'ft', 'lr=3e-5', 0)
     assert job0['start'] == ('fmnist', 'lp', 'default', 0)  # theta0 = the LP start
-    alphas = bench.grid_of('fmnist', 'wise')
-    assert alphas[0] == 'alpha=0' and alphas[-1] == 'alpha=1' and len(alphas) >= 3
-    # val peaks at alpha=0.3 on average; OOD would prefer alpha=1
-    runs += [dict(run('wise', a, s, val=90.0 - abs(bench.setting_value(a) - 0.4) * 10 + s,
+    # the searched grid is the interior (3 values, alpha=0 = FT and alpha=1 = the start are
+    # not WiSE-FT settings); the evaluated curve adds both ends
+    assert bench.grid_of('fmnist', 'wise') == ['alpha=0.5', 'alpha=0.25', 'alpha=0.75']
+    alphas = bench.wise_curve()
+    assert alphas[0] == 'alpha=0' and alphas[-1] == 'alpha=1' and len(alphas) == 5
+    # val is best at alpha=0 (FT itself, outside the grid), then falls with alpha; OOD would
+    # prefer alpha=1: the grid's best val (alpha=0.25) is selected, never 0 or 1
+    runs += [dict(run('wise', a, s, val=90.0 - bench.setting_value(a) * 10 + s,
                       ood=(bench.setting_value(a) * 100, 0.0)), of=['fmnist', 'ft', 'lr=3e-5', s])
              for a in alphas for s in (0, 1)]
     res = results_with(bench, tmp_path, 'fmnist', runs, args)
-    assert res.data['tasks']['fmnist']['selection']['wise']['setting'] == 'alpha=0.4'
+    assert res.data['tasks']['fmnist']['selection']['wise']['setting'] == 'alpha=0.25'
     assert bench.plan(res, args)[0] == []
 
 
@@ -180,7 +184,7 @@ def test_report_renders_table_gates_and_plot(bench, tmp_path):
     assert (tmp_path / 'robust_ft_bench.md').read_text() == md
     md = ' '.join(md.split())  # markdown_table pads the cells
     assert (tmp_path / 'robust_ft_bench.png').stat().st_size > 10000
-    assert 'Command: `python x`' in md and '2 cores' in md and 'torch 2.x' in md
+    assert '``` python x ```' in md and '2 cores' in md and 'torch 2.x' in md
     assert 'Total time 1h02m' in md
     # WiSE-FT row on digits: mean OOD 64.00 ± 1.73, ΔOOD +3.00 [3 -/+ 2.4841] *
     half = 4.302652730 / 3 ** 0.5
@@ -198,6 +202,43 @@ def test_report_renders_table_gates_and_plot(bench, tmp_path):
     sbs = ' '.join(bench.side_by_side(data['tasks']['fmnist'], ['ft', 'wise'], seed=0).split())
     assert '| **ID** (id) | 90.00 | 90.00 |' in sbs and '| a_s1 | 61.00 | 61.50 |' in sbs
     assert '**60.00**' in sbs and '1.0 min' in sbs
+
+
+def test_decision_rule_recommends_only_rows_passing_on_every_task(bench):
+    """The rule of the DiGraP study: ΔOOD interval above 0, ΔID >= -1, CPU time <= 1.2x FT,
+    on both tasks; only candidate rows (digrap_fixed, DiGraP variants) are tagged."""
+    def task(rows):
+        runs = []
+        for m, setting, d_id, d_ood, cpu in rows:
+            for s in range(3):
+                runs.append(dict(method=m, setting=setting, seed=s, val=90.0, id=90.0 + d_id,
+                                 ood={'a': 60.0 + s + d_ood[s]}, train_s=99.0,
+                                 train_cpu_s=cpu))
+        return dict(id_set='id', ood_sets=['a'], runs=runs,
+                    selection=dict(ft=dict(setting='lr=1', by='val')))
+    up = (2.0, 3.0, 4.0)  # mean +3, 95% interval [+0.52, +5.48]: excludes 0
+    rows = [('ft', 'lr=1', 0.0, (0.0,) * 3, 10.0),
+            ('digrap_fixed', 'omega=1', -0.5, up, 11.0),      # passes
+            ('digrap_relaxed', 'r', -1.5, up, 11.0),          # ID -1.5: fails
+            ('digrap_update_w1', 'u', 0.0, up, 13.0),         # 1.3x: fails
+            ('ftp', 'k=1', 0.0, up, 10.0)]                    # passes, not a candidate
+    data = dict(tasks=dict(digits=task(rows), fmnist=task(rows)))
+    by = {r['method']: r for r in bench.decide(data, 'digits')}
+    assert by['digrap_fixed']['passed'] and by['ftp']['passed']
+    assert by['digrap_fixed']['time_ratio'] == pytest.approx(1.1)
+    assert not by['digrap_relaxed']['id_ok'] and by['digrap_relaxed']['ood_ok']
+    assert not by['digrap_update_w1']['time_ok']
+    assert bench.recommended(data) == {('digrap_fixed', 'omega=1')}
+    bench.tag_recommended(data)
+    flagged = {r['method'] for r in data['tasks']['fmnist']['runs'] if r.get('recommended')}
+    assert flagged == {'digrap_fixed'}
+    # one task failing (no OOD gain on fmnist) -> nothing is recommended, flags removed
+    data['tasks']['fmnist'] = task([rows[0], ('digrap_fixed', 'omega=1', -0.5, (1.0, -1.0,
+                                                                                0.5), 11.0)])
+    assert bench.tag_recommended(data) == set()
+    assert not any(r.get('recommended') for t in data['tasks'].values() for r in t['runs'])
+    md = ' '.join(bench.decision_markdown(data, 'digits').split())
+    assert '| DiGraP fixed ω=1 | omega=1 | ft | 3 |' in md and '**pass** |' in md
 
 
 def test_cli_errors_and_dry_run(bench, tmp_path):
@@ -253,3 +294,21 @@ def test_end_to_end_tiny_lp_then_ft_resumed(bench, tmp_path):
     assert runs['ft']['setting'] == 'lr=3e-5'
     assert any(o.startswith('load_from=') for o in open(
         osp.join(runs['ft']['work_dir'], 'train.log')).readline().split())
+
+
+def test_readme_block_is_rewritten_between_its_markers(bench, tmp_path):
+    data = synthetic(bench)
+    readme = tmp_path / 'README.md'
+    readme.write_text('# x\n')
+    with pytest.raises(ValueError, match='add the two lines'):
+        bench.update_readme(str(readme), data)
+    readme.write_text(f'# x\nbefore\n{bench.README_BEGIN}\nold 1.00\n{bench.README_END}\nafter\n')
+    bench.update_readme(str(readme), data)
+    text = readme.read_text()
+    assert 'old 1.00' not in text and text.startswith('# x\nbefore\n')
+    assert text.endswith(f'{bench.README_END}\nafter\n')
+    flat = ' '.join(text.split())
+    assert '+3.00 [+0.52, +5.48] *' in flat and '| 64.00 ± 1.73 |' in flat
+    assert 'recommended = none' in flat
+    bench.update_readme(str(readme), data)  # idempotent
+    assert readme.read_text() == text

@@ -295,95 +295,16 @@ def analyse(run_dirs, out_dir):
 
 
 # ------------------------------------------------------------------------- decision rule
-#: The decision rule (issue 10, item 4), per task: a row may be recommended only if its mean
-#: OOD beats FT's with a seed-paired 95% interval above 0, its ID is within ID_TOL points of
-#: FT's (mean paired difference >= -ID_TOL) and its training time is <= TIME_TOL x FT's; the
-#: recommendation needs every benchmark task to pass.
-ID_TOL, TIME_TOL = 1.0, 1.2
-
-
-def _mean_ood(run):
-    vals = list(run['ood'].values())
-    return sum(vals) / len(vals) if vals else None
-
-
-def decide(results, task='digits'):
-    """Rows (one per method and setting with >= 2 seeds) with the paired differences to FT and
-    the three parts of the decision rule. Rows named ``*_3x`` are compared with ``ft_3x``
-    (the same longer schedule) as well.
-
-    Returns:
-        (rows, ft_setting): rows are dicts with method, setting, n, id, ood (mean, std),
-        d_ood / d_id (:class:`~mmdigrap.utils.stats.PairedDiff`), time_ratio, and the
-        booleans ood_ok, id_ok, time_ok, passed.
-    """
-    from mmdigrap.utils.stats import mean_std, paired_difference
-    tdata = results['tasks'][task]
-    runs = tdata['runs']
-    sel = tdata.get('selection', {}).get('ft', {}).get('setting')
-    groups = defaultdict(list)
-    for r in runs:
-        if r.get('kind', 'train') != 'wise' and r.get('id') is not None:
-            groups[(r['method'], r['setting'])].append(r)
-    if sel is None:  # FT's setting with the most seeds
-        sel = max((k for k in groups if k[0] == 'ft'), key=lambda k: len(groups[k]))[1]
-    refs = {'ft': groups[('ft', sel)]}
-    for k in groups:
-        if k[0] == 'ft_3x':
-            refs['ft_3x'] = groups[k]
-
-    def by_seed(rs, fn):
-        return {r['seed']: fn(r) for r in rs if fn(r) is not None}
-
-    def train_s(rs):
-        vals = [r['train_s'] for r in rs if r.get('train_s')]
-        return sum(vals) / len(vals) if vals else None
-
-    rows = []
-    for (method, setting), rs in groups.items():
-        if len(rs) < 2:
-            continue
-        for ref_name, ref in refs.items():
-            if ref_name == 'ft_3x' and not method.endswith('_3x'):
-                continue
-            d_ood = paired_difference(by_seed(rs, _mean_ood), by_seed(ref, _mean_ood))
-            d_id = paired_difference(by_seed(rs, lambda r: r['id']),
-                                     by_seed(ref, lambda r: r['id']))
-            ratio = (train_s(rs) / train_s(ref)) if train_s(rs) and train_s(ref) else None
-            row = dict(method=method, setting=setting, ref=ref_name, n=len(rs),
-                       id=mean_std([r['id'] for r in rs]),
-                       ood=mean_std([_mean_ood(r) for r in rs]), d_ood=d_ood, d_id=d_id,
-                       time_ratio=ratio, ood_ok=bool(d_ood.significant and d_ood.mean > 0),
-                       id_ok=d_id.mean is not None and d_id.mean >= -ID_TOL,
-                       time_ok=ratio is not None and ratio <= TIME_TOL)
-            row['passed'] = row['ood_ok'] and row['id_ok'] and row['time_ok']
-            rows.append(row)
-    return rows, sel
-
-
-def decision_table(rows):
-    """Markdown table of :func:`decide` rows (sorted by the paired OOD difference)."""
-    def ci(d):
-        if d.low is None:
-            return '-'
-        return f'{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]' + (' *' if d.significant else '')
-
-    def ms(x):
-        return f'{x[0]:.2f} ± {x[1]:.2f}' if x[1] is not None else f'{x[0]:.2f}'
-
-    lines = ['| row | setting | vs | seeds | ID | mean OOD | ΔOOD vs ref [95% CI] | '
-             'ΔID vs ref [95% CI] | train time / ref | OOD | ID | time | rule |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
-    for r in sorted(rows, key=lambda r: (r['ref'], -(r['d_ood'].mean or 0))):
-        if r['method'] == r['ref']:
-            continue
-        tick = {True: 'pass', False: 'fail'}
-        lines.append(
-            f"| {r['method']} | {r['setting']} | {r['ref']} | {r['n']} | {ms(r['id'])} | "
-            f"{ms(r['ood'])} | {ci(r['d_ood'])} | {ci(r['d_id'])} | "
-            f"{r['time_ratio']:.2f}x | {tick[r['ood_ok']]} | {tick[r['id_ok']]} | "
-            f"{tick[r['time_ok']]} | **{tick[r['passed']]}** |")
-    return '\n'.join(lines)
+def _bench():
+    """tools/benchmark/robust_ft_bench.py as a module: it owns the decision rule (``decide``,
+    ``decision_markdown``, ``recommended``), so the study and the benchmark report apply the
+    same one."""
+    from importlib.util import module_from_spec, spec_from_file_location
+    spec = spec_from_file_location('robust_ft_bench', osp.join(
+        osp.dirname(osp.dirname(osp.abspath(__file__))), 'benchmark', 'robust_ft_bench.py'))
+    mod = module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 # ---------------------------------------------------------------------------- step time
@@ -524,10 +445,12 @@ def main(argv=None):
             print(f'{label:24s} {ms:7.2f} ms/iteration  {ms / res[name]:.2f}x {name}')
         return
     if args.cmd == 'decide':
+        bench = _bench()
         with open(args.results) as f:
-            rows, sel = decide(json.load(f), args.task)
-        table = decision_table(rows)
-        print(f'{args.task}: FT reference setting {sel}\n{table}')
+            data = json.load(f)
+        table = bench.decision_markdown(data, args.task)
+        rec = sorted(bench.recommended(data))
+        print(f'{args.task}:\n{table}\nrecommended on every task: {rec or "none"}')
         if args.md:
             with open(args.md, 'w') as f:
                 f.write(table + '\n')
