@@ -395,7 +395,7 @@ def probe_config(config, opts, seed):
             f"randomness = dict(seed={int(seed)})\n")
 
 
-def run_probe(config, label, opts, seed, work_root, threads=1):
+def run_probe(config, label, opts, seed, work_root, threads=1, cfg_options=()):
     wd = osp.join(work_root, f'{label}_seed{seed}')
     os.makedirs(wd, exist_ok=True)
     if glob.glob(osp.join(wd, '*', 'vis_data', 'scalars.json')) and osp.exists(
@@ -406,8 +406,9 @@ def run_probe(config, label, opts, seed, work_root, threads=1):
         f.write(probe_config(config, opts, seed))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.time()
+    extra = ['--cfg-options', *cfg_options] if cfg_options else []
     proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'train.py'), cfg_path,
-                           '--work-dir', wd], cwd=REPO, env=env, capture_output=True,
+                           '--work-dir', wd, *extra], cwd=REPO, env=env, capture_output=True,
                           text=True)
     if proc.returncode:
         raise RuntimeError(f'probe {label} seed {seed} failed:\n{proc.stderr[-3000:]}')
@@ -426,6 +427,9 @@ def main(argv=None):
     p.add_argument('--work-dir', default='work_dirs/digrap_dynamics')
     p.add_argument('--jobs', type=int, default=1)
     p.add_argument('--out', default='docs/analysis')
+    p.add_argument('--cfg-options', nargs='+', default=[],
+                   help='passed to tools/train.py (e.g. load_from=LP.pth); {seed} is replaced '
+                        "by the run's seed")
     a = sub.add_parser('analyse', help='analyse finished runs LABEL=WORK_DIR')
     a.add_argument('runs', nargs='+')
     a.add_argument('--out', default='docs/analysis')
@@ -459,8 +463,10 @@ def main(argv=None):
         variants = [parse_variant(v) for v in args.variant]
         jobs = [(label, kw, s) for s in args.seeds for label, kw in variants]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futs = {(label, s): pool.submit(run_probe, args.config, label, kw, s, args.work_dir)
-                    for label, kw, s in jobs}
+            futs = {(label, s): pool.submit(
+                run_probe, args.config, label, kw, s, args.work_dir,
+                cfg_options=[o.replace('{seed}', str(s)) for o in args.cfg_options])
+                for label, kw, s in jobs}
             run_dirs = {}
             for (label, s), fut in futs.items():
                 wd, secs = fut.result()
