@@ -210,14 +210,14 @@ def test_decision_rule_recommends_only_rows_passing_on_every_task(bench):
     def task(rows):
         runs = []
         for m, setting, d_id, d_ood, cpu in rows:
-            for s in range(3):
+            for s in range(len(d_ood)):
                 runs.append(dict(method=m, setting=setting, seed=s, val=90.0, id=90.0 + d_id,
                                  ood={'a': 60.0 + s + d_ood[s]}, train_s=99.0,
                                  train_cpu_s=cpu))
         return dict(id_set='id', ood_sets=['a'], runs=runs,
                     selection=dict(ft=dict(setting='lr=1', by='val')))
-    up = (2.0, 3.0, 4.0)  # mean +3, 95% interval [+0.52, +5.48]: excludes 0
-    rows = [('ft', 'lr=1', 0.0, (0.0,) * 3, 10.0),
+    up = (2.0, 3.0, 4.0, 3.0, 3.0)  # mean +3, interval excludes 0; 5 seeds (MIN_SEEDS)
+    rows = [('ft', 'lr=1', 0.0, (0.0,) * 5, 10.0),
             ('digrap_fixed', 'omega=1', -0.5, up, 11.0),      # passes
             ('digrap_relaxed', 'r', -1.5, up, 11.0),          # ID -1.5: fails
             ('digrap_update_w1', 'u', 0.0, up, 13.0),         # 1.3x: fails
@@ -233,12 +233,17 @@ def test_decision_rule_recommends_only_rows_passing_on_every_task(bench):
     flagged = {r['method'] for r in data['tasks']['fmnist']['runs'] if r.get('recommended')}
     assert flagged == {'digrap_fixed'}
     # one task failing (no OOD gain on fmnist) -> nothing is recommended, flags removed
-    data['tasks']['fmnist'] = task([rows[0], ('digrap_fixed', 'omega=1', -0.5, (1.0, -1.0,
-                                                                                0.5), 11.0)])
+    data['tasks']['fmnist'] = task([rows[0], ('digrap_fixed', 'omega=1', -0.5,
+                                              (1.0, -1.0, 0.5, 0.0, 0.2), 11.0)])
     assert bench.tag_recommended(data) == set()
     assert not any(r.get('recommended') for t in data['tasks'].values() for r in t['runs'])
     md = ' '.join(bench.decision_markdown(data, 'digits').split())
-    assert '| DiGraP fixed ω=1 | omega=1 | ft | 3 |' in md and '**pass** |' in md
+    assert '| DiGraP fixed ω=1 | omega=1 | ft | 5 |' in md and '**pass** |' in md
+    # 2 seeds with the same difference: a collapsed "significant" interval, not a pass
+    two = task([('ft', 'lr=1', 0.0, (0.0, 0.0), 10.0),
+                ('digrap_fixed', 'omega=1', 0.0, (0.5, 0.5), 10.0)])
+    row = bench.decide(dict(tasks=dict(digits=two)), 'digits')[0]
+    assert row['d_ood'].significant and not row['ood_ok'] and not row['passed']
 
 
 def test_cli_errors_and_dry_run(bench, tmp_path):
