@@ -1129,18 +1129,13 @@ def decision_markdown(data, task):
     """The decision rule's table for ``task`` (candidate rows and the paper's regimes)."""
     from mmdigrap.utils import markdown_table
 
-    def ci(d):
-        if d.low is None:
-            return '-' if d.mean is None else f'{d.mean:+.2f} (n={d.n})'
-        return f'{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]' + (' *' if d.significant else '')
-
     def ms(x):
         return f'{x[0]:.2f} ± {x[1]:.2f}' if x[1] is not None else f'{x[0]:.2f}'
 
     tick = {True: 'pass', False: 'fail'}
     rows = [r for r in decide(data, task) if r['method'].startswith('digrap')]
     table = [[label_of(r['method']), r['setting'], r['ref'], r['n'], ms(r['id']), ms(r['ood']),
-              ci(r['d_ood']), ci(r['d_id']),
+              fmt_diff(r['d_ood']), fmt_diff(r['d_id']),
               '-' if r['time_ratio'] is None else f"{r['time_ratio']:.2f}x",
               tick[r['ood_ok']], tick[r['id_ok']], tick[r['time_ok']],
               f"**{tick[r['passed']]}**"]
