@@ -156,6 +156,75 @@ def test_wise_job_and_alpha_selection(bench, tmp_path):
     assert bench.plan(res, args)[0] == []
 
 
+def test_lora_rows_run_at_their_own_lr_from_the_lp_and_only_on_fmnist(bench, tmp_path):
+    """The LoRA rows (fmnist): their own config and adapter lr (1e-3), never FT's selected
+    full-model lr; the LP checkpoint of their seed as the start; digits (no LoRA config)
+    skips them, and naming them for digits alone is an error."""
+    args = bench.parse_args(['--tasks', 'fmnist,digits', '--methods', 'lora_ft,digrap_lora',
+                             '--seeds', '0,1', '--only-selected',
+                             '--results', str(tmp_path / 'r.json')])
+    for m, cfg in (('lora_ft', 'lora_ft'), ('digrap_lora', 'lora_digrap')):
+        spec = bench.method_spec(m)
+        assert spec['config'] == cfg and not spec.get('lr_from') and 'knob' not in spec
+        assert bench.task_has('fmnist', m) and not bench.task_has('digits', m)
+        assert osp.isfile(osp.join(ROOT, bench.TASKS['fmnist']['configs'][cfg]))
+    assert bench.method_spec('digrap')['lr_from'] == 'ft'  # the base row's, overridden
+    assert bench.skipped_rows(args.task_list, args.method_list) == [
+        ('digits', 'lora_ft'), ('digits', 'digrap_lora')]
+    # FT selected lr=1e-5 earlier (same JSON); the LP runs of both seeds are done
+    runs = [run('lp', 'default', s) for s in (0, 1)]
+    runs += [run('ft', g, s, val=90.0 if g == 'lr=1e-5' else 80.0)
+             for g in bench.grid_of('fmnist', 'ft') for s in (0, 1)]
+    res = results_with(bench, tmp_path, 'fmnist', runs, args)
+    assert res.data['tasks']['fmnist']['selection']['ft']['setting'] == 'lr=1e-5'
+    ready, n_done, n_total = bench.plan(res, args)
+    assert keys(ready) == [('digrap_lora', 'r=8,lr=1e-3,anchor=zero,mu=0.5', s) for s in (0, 1)] \
+        + [('lora_ft', 'r=8,lr=1e-3', s) for s in (0, 1)]
+    assert (n_done, n_total) == (2, 6)  # the 2 LP starts + 4 LoRA runs; nothing on digits
+    by = {(j['method'], j['seed']): j for j in ready}
+    assert by['lora_ft', 1]['opts'] == ['optim_wrapper.optimizer.lr=0.001']
+    assert by['digrap_lora', 0]['opts'] == ['optim_wrapper.optimizer.lr=0.001',
+                                            'optim_wrapper.digrap.mu=0.5',
+                                            'optim_wrapper.digrap.anchor=zero']
+    assert by['lora_ft', 1]['start'] == ('fmnist', 'lp', 'default', 1)
+    assert by['digrap_lora', 0]['config'].endswith('dinov2-s-lora_digrap_1xb8-300it_fmnist-56px.py')
+    assert bench.lr_of(res, 'fmnist', 'digrap_lora') is None
+    assert bench.start_key_of('fmnist', 'lora_ft', 0) == ('fmnist', 'lp', 'default', 0)
+    # a variant whose config a task lacks is skipped there, also for 'all' (LoRA on digits)
+    everything = bench.parse_args(['--tasks', 'digits', '--methods', 'all'])
+    kept = [m for m in everything.method_list if bench.task_has('digits', m)]
+    assert 'lora_ft' not in kept and 'digrap_lora' not in kept and 'digrap_val' in kept
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--tasks', 'digits', '--methods', 'ft,lora_ft'])
+    # the decision rule: LoRA DiGraP is a candidate compared with LoRA FT; LoRA FT with FT
+    assert bench.is_candidate('digrap_lora') and not bench.is_candidate('lora_ft')
+    assert bench.ref_of('digrap_lora') == 'lora_ft' and bench.ref_of('lora_ft') == 'ft'
+    assert bench.ref_of('digrap_3x') == 'ft_3x' and bench.ref_of('digrap_mu0.1') == 'ft'
+
+
+def test_decision_rule_compares_lora_digrap_with_lora_ft(bench):
+    def rows(m, setting, ids, oods):
+        return [dict(method=m, setting=setting, seed=s, val=90.0, id=ids[s],
+                     ood={'a': oods[s]}, train_s=60.0, train_cpu_s=60.0) for s in range(2)]
+    runs = (rows('ft', 'lr=1e-5', (85.0, 86.0), (65.0, 66.0))
+            + rows('lora_ft', 'r=8,lr=1e-3', (83.0, 84.0), (60.0, 62.0))
+            + rows('digrap_lora', 'r=8,lr=1e-3,anchor=zero,mu=0.5', (83.5, 84.0), (61.0, 62.5)))
+    data = dict(tasks=dict(fmnist=dict(id_set='id', ood_sets=['a'], runs=runs, selection=dict(
+        ft=dict(setting='lr=1e-5', by='val')))))
+    by = {r['method']: r for r in bench.decide(data, 'fmnist')}
+    assert by['lora_ft']['ref'] == 'ft' and by['lora_ft']['d_ood'].mean == pytest.approx(-4.5)
+    assert by['digrap_lora']['ref'] == 'lora_ft'
+    assert by['digrap_lora']['d_ood'].mean == pytest.approx(0.75)  # +1, +0.5 vs LoRA FT
+    assert by['digrap_lora']['d_id'].mean == pytest.approx(0.25)
+    assert not by['digrap_lora']['passed']  # 2 seeds < MIN_SEEDS
+    md = ' '.join(bench.decision_markdown(data, 'fmnist').split())
+    assert '| LoRA DiGraP (anchor 0, mu=0.5) | r=8,lr=1e-3,anchor=zero,mu=0.5 | lora_ft | 2 |' in md
+    # the report's main table compares both with FT (the benchmark's paired-difference scale)
+    table = ' '.join(bench.task_markdown('fmnist', data['tasks']['fmnist']).split())
+    assert '| LoRA FT (r=8) | r=8,lr=1e-3 | 2 |' in table
+    assert '| LoRA DiGraP (anchor 0, mu=0.5) |' in table
+
+
 def synthetic(bench):
     """Two tasks, 3 seeds; numbers chosen so the paired differences are known."""
     def task(rows, zs=None):

