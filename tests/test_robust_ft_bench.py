@@ -1,5 +1,6 @@
 """tools/benchmark/robust_ft_bench.py: resume, val-only selection, the report (no training),
-and one tiny end-to-end run through tools/train.py + tools/test.py."""
+one subprocess (tools/train.py --test) per trained run (mocked), and one tiny end-to-end run
+through tools/train.py --test."""
 import json
 import os
 import os.path as osp
@@ -334,6 +335,74 @@ def test_cli_errors_and_dry_run(bench, tmp_path):
 TINY = ['train_dataloader.dataset.subset=16', 'val_dataloader.dataset.subset=10',
         'test_dataloader.dataset.subset=10', 'test_dataloader.dataset.severities=[3]',
         'test_dataloader.dataset.corruptions=[gaussian_noise]', 'param_scheduler.0.end=1']
+
+
+def _fake_subprocess(calls):
+    """A stand-in for ``run_subprocess``: records the command and writes what the tool
+    would (last_checkpoint, val_results.json; results.json when it tests; test_time.json for
+    train.py --test). Every subprocess takes 10 s wall, 8 s CPU."""
+    def fake(cmd, log_file, threads):
+        calls.append(list(cmd))
+        wd = cmd[cmd.index('--work-dir') + 1]
+        os.makedirs(wd, exist_ok=True)
+        if cmd[1] == 'tools/train.py':
+            ckpt = osp.join(wd, 'epoch_5.pth')
+            open(ckpt, 'wb').close()
+            with open(osp.join(wd, 'last_checkpoint'), 'w') as f:
+                f.write(ckpt)
+            with open(osp.join(wd, 'val_results.json'), 'w') as f:
+                json.dump({'id': 99.0}, f)
+        if cmd[1] == 'tools/test.py' or '--test' in cmd:
+            with open(osp.join(wd, 'results.json'), 'w') as f:
+                json.dump({'id': 97.0, 'id_set': 'id',
+                           'sets': [{'name': 'id', 'accuracy': 97.0, 'is_id': True},
+                                    {'name': 'noise_s3', 'accuracy': 60.0, 'is_id': False}]},
+                          f)
+        if '--test' in cmd:
+            with open(osp.join(wd, 'test_time.json'), 'w') as f:
+                json.dump({'wall_s': 4.0, 'cpu_s': 3.0}, f)
+        return 10.0, 8.0
+    return fake
+
+
+def test_trained_run_is_one_subprocess_with_test(bench, tmp_path, monkeypatch):
+    """A trained row: one tools/train.py --test subprocess (no tools/test.py); train_* = the
+    subprocess less the in-process test phase of test_time.json, test_* = that phase. A
+    missing start checkpoint is re-trained without --test; zero-shot still runs test.py."""
+    calls = []
+    monkeypatch.setattr(bench, 'run_subprocess', _fake_subprocess(calls))
+    args = bench.parse_args(['--tasks', 'digits', '--seeds', '0', '--search-seeds', '1',
+                             '--results', str(tmp_path / 'r.json'),
+                             '--work-root', str(tmp_path / 'w')])
+    ex = bench.Executor(args, bench.Results(str(tmp_path / 'r.json')))
+    job = bench.make_job('digits', 'ft', 'lr=1e-3', 0, (0, 0), args)
+    (rec, ), id_set, ood_sets = ex.execute(job)
+    assert len(calls) == 1 and calls[0][1] == 'tools/train.py' and '--test' in calls[0]
+    assert calls[0].index('--test') < calls[0].index('--cfg-options')
+    assert {k: rec[k] for k in ('val', 'id', 'train_s', 'train_cpu_s', 'test_s',
+                                'test_cpu_s')} == dict(val=99.0, id=97.0, train_s=6.0,
+                                                       train_cpu_s=5.0, test_s=4.0,
+                                                       test_cpu_s=3.0)
+    assert dict(rec['ood']) == {'noise_s3': 60.0} and (id_set, ood_sets) == ('id', ['noise_s3'])
+    # LP-FT starts from the LP of its seed: that is trained first (no test), then LP-FT
+    calls.clear()
+    job = bench.make_job('digits', 'lpft', 'default', 0, (0, 0), args,
+                         start=('digits', 'lp', 'default', 0))
+    ex.execute(job)
+    assert [c[1] for c in calls] == ['tools/train.py', 'tools/train.py']
+    assert '--test' not in calls[0] and '/lp/' in calls[0][calls[0].index('--work-dir') + 1]
+    assert '--test' in calls[1] and any(o.startswith('load_from=') for o in calls[1])
+    # zero-shot: tools/test.py on the pre-trained checkpoint, as before
+    calls.clear()
+    (rec, ), _, _ = ex.execute(bench.make_job('digits', 'zeroshot', 'pretrained', 0, (0, 0),
+                                              args))
+    assert [c[1] for c in calls] == ['tools/test.py']
+    assert (rec['train_s'], rec['test_s'], rec['test_cpu_s']) == (0.0, 10.0, 8.0)
+    # a --test run that wrote no test_time.json is an error, not a record without test time
+    monkeypatch.setattr(bench, 'run_subprocess', lambda cmd, log, t: (
+        _fake_subprocess([])([c for c in cmd if c != '--test'], log, t)))
+    with pytest.raises(RuntimeError, match='wrote no test_time.json'):
+        ex.execute(bench.make_job('digits', 'ft', 'lr=3e-4', 0, (0, 0), args))
 
 
 @pytest.mark.skipif(not os.environ.get('MMDIGRAP_E2E'),

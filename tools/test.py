@@ -8,26 +8,18 @@
 #   * ``persistent_workers`` is switched off for a test loader with ``num_workers=0``;
 #   * ``--quick`` applies the config's ``quick`` dict of overrides (to test a --quick run);
 #   * a WARNING when the checkpoint was trained at another input size (``meta['cfg']``).
-# The parts shared with tools/train.py live in mmdigrap/engine/launch.py.
+# The parts shared with tools/train.py live in mmdigrap/engine/launch.py, also this tool's
+# config changes and test run (apply_test_args, run_test), which ``tools/train.py --test``
+# runs in its own process after training.
 import argparse
-import sys
-from copy import deepcopy
-
-import mmengine
-from mmengine.config import ConfigDict
-from mmengine.evaluator import DumpResults
 
 import mmdigrap  # noqa: F401  (registers modules + safe checkpoint loading)
 from mmdigrap.engine.launch import (
     add_common_args,
     add_quick_arg,
-    apply_dataloader_defaults,
-    apply_quick,
-    build_runner,
-    fix_persistent_workers,
-    input_size_mismatch,
+    apply_test_args,
     load_config,
-    resolve_work_dir,
+    run_test,
     set_local_rank_env,
 )
 
@@ -86,69 +78,13 @@ def parse_args():
 
 
 def merge_args(cfg, args):
-    """Merge CLI arguments to config."""
-    cfg.launcher = args.launcher
-
-    # work_dir is determined in this priority: CLI > segment in file > filename
-    resolve_work_dir(cfg, args.work_dir, args.config)
-
-    cfg.load_from = args.checkpoint
-
-    # enable automatic-mixed-precision test
-    if args.amp:
-        cfg.test_cfg.fp16 = True
-
-    # -------------------- visualization --------------------
-    if args.show or (args.show_dir is not None):
-        assert 'visualization' in cfg.default_hooks, \
-            'VisualizationHook is not set in the `default_hooks` field of ' \
-            'config. Please set `visualization=dict(type="VisualizationHook")`'
-
-        cfg.default_hooks.visualization.enable = True
-        cfg.default_hooks.visualization.show = args.show
-        cfg.default_hooks.visualization.wait_time = args.wait_time
-        cfg.default_hooks.visualization.out_dir = args.show_dir
-        cfg.default_hooks.visualization.interval = args.interval
-
-    # -------------------- TTA related args --------------------
-    if args.tta:
-        if 'tta_model' not in cfg:
-            cfg.tta_model = dict(type='mmpretrain.AverageClsScoreTTA')
-        if 'tta_pipeline' not in cfg:
-            test_pipeline = cfg.test_dataloader.dataset.pipeline
-            cfg.tta_pipeline = deepcopy(test_pipeline)
-            flip_tta = dict(
-                type='TestTimeAug',
-                transforms=[
-                    [
-                        dict(type='RandomFlip', prob=1.),
-                        dict(type='RandomFlip', prob=0.)
-                    ],
-                    [test_pipeline[-1]],
-                ])
-            cfg.tta_pipeline[-1] = flip_tta
-        cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-
-    # ----------------- Default dataloader args -----------------
-    apply_dataloader_defaults(
-        cfg, dict(pin_memory=True, collate_fn=dict(type='default_collate')),
-        fields=('test_dataloader', ), no_pin_memory=args.no_pin_memory)
-
-    # a small run: the config's `quick` overrides, before --cfg-options (which win)
-    if getattr(args, 'quick', False):
-        apply_quick(cfg, args.config)
-
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    # the CHECKPOINT argument is what is evaluated, whatever --cfg-options says
-    if cfg.load_from != args.checkpoint:
-        print(f'tools/test.py: ignoring load_from={cfg.load_from!r} from --cfg-options; '
-              f'evaluating the CHECKPOINT argument {args.checkpoint!r}', file=sys.stderr)
-        cfg.load_from = args.checkpoint
-    fix_persistent_workers(cfg, ('test_dataloader', ))
-
-    return cfg
+    """Merge CLI arguments to config (``mmdigrap.engine.launch.apply_test_args``)."""
+    return apply_test_args(
+        cfg, args.checkpoint, config_path=args.config, work_dir=args.work_dir,
+        launcher=args.launcher, amp=args.amp, quick=getattr(args, 'quick', False),
+        cfg_options=args.cfg_options, no_pin_memory=args.no_pin_memory, tta=args.tta,
+        show=args.show, show_dir=args.show_dir, interval=args.interval,
+        wait_time=args.wait_time)
 
 
 def main():
@@ -164,24 +100,8 @@ def main():
     # merge cli arguments to config
     cfg = merge_args(cfg, args)
 
-    # build the runner (Runner.from_cfg, or RUNNERS.build with runner_type); on a CPU-only
-    # host with --launcher pytorch/slurm/mpi: gloo process group and a CPU DDP wrapper first
-    runner = build_runner(cfg, args.launcher)
-
-    # a checkpoint trained at another input size is evaluated at this config's size: say so
-    mismatch = input_size_mismatch(cfg, args.checkpoint)
-    if mismatch:
-        runner.logger.warning(mismatch)
-
-    if args.out and args.out_item in ['pred', None]:
-        runner.test_evaluator.metrics.append(
-            DumpResults(out_file_path=args.out))
-
-    # start testing
-    metrics = runner.test()
-
-    if args.out and args.out_item == 'metrics':
-        mmengine.dump(metrics, args.out)
+    # build the runner, warn on an input-size mismatch, (dump results,) test
+    run_test(cfg, args.checkpoint, args.launcher, out=args.out, out_item=args.out_item)
 
 
 if __name__ == '__main__':

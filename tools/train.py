@@ -11,9 +11,16 @@
 #     it is applied after ``--cfg-options`` so it sees the finally configured wrapper type;
 #   * the ``persistent_workers=True`` default is not applied to loaders with ``num_workers=0``
 #     (torch's DataLoader raises ValueError for that combination);
-#   * ``--quick`` applies the config's ``quick`` dict of overrides (a small run).
+#   * ``--quick`` applies the config's ``quick`` dict of overrides (a small run);
+#   * ``--test``: after training, test the last checkpoint in this process, exactly as
+#     ``tools/test.py CONFIG <last checkpoint> --work-dir <the same work dir>`` with this run's
+#     ``--cfg-options`` (less ``load_from``/``resume``), ``--quick``, ``--no-pin-memory`` and
+#     ``--launcher`` would: the same files (``results.json`` of an IDOODAccuracy evaluator, a
+#     ``<timestamp>/`` log folder), one process start-up fewer. The test phase's wall and CPU
+#     seconds go to ``<work_dir>/test_time.json`` (``run_test_after_training``).
 # The parts shared with tools/test.py live in mmdigrap/engine/launch.py.
 import argparse
+import gc
 import warnings
 
 import torch
@@ -28,6 +35,7 @@ from mmdigrap.engine.launch import (
     fix_persistent_workers,
     load_config,
     resolve_work_dir,
+    run_test_after_training,
     set_local_rank_env,
 )
 
@@ -67,6 +75,14 @@ def parse_args():
         action='store_true',
         help='whether to disable the persistent_workers option in dataloaders.'
     )
+    parser.add_argument(
+        '--test',
+        action='store_true',
+        help='after training, test the last checkpoint in this process, as tools/test.py '
+        'CONFIG <last checkpoint> --work-dir <this work dir> with the same --cfg-options '
+        '(less load_from/resume), --quick, --no-pin-memory and --launcher would (the same '
+        'files, e.g. results.json); the test\'s wall and CPU seconds go to '
+        '<work dir>/test_time.json')
     add_quick_arg(parser)  # --quick: the config's `quick` overrides
     add_common_args(parser)  # --cfg-options, --launcher, --local_rank
     args = parser.parse_args()
@@ -192,6 +208,16 @@ def main():
 
     # start training
     runner.train()
+
+    # --test: the last checkpoint, tested as tools/test.py would, in this process
+    if getattr(args, 'test', False):
+        stamp, final_iter = runner.timestamp, runner.iter
+        del runner  # the test builds its own Runner from the config file
+        gc.collect()
+        run_test_after_training(
+            args.config, cfg.work_dir, launcher=args.launcher,
+            quick=getattr(args, 'quick', False), cfg_options=args.cfg_options,
+            no_pin_memory=args.no_pin_memory, final_iter=final_iter, after_timestamp=stamp)
 
 
 if __name__ == '__main__':

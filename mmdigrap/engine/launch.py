@@ -1,15 +1,21 @@
 """What ``tools/train.py``, ``tools/test.py`` and ``tools/wise_ft.py`` share: the common
 flags, loading a config, the ``--quick`` overrides, the work-dir rule, the dataloader defaults
 of mmpretrain's tools, building the Runner (with one summary line instead of mmengine's
-per-tensor ``requires_grad=False`` warnings), and the check that a checkpoint is tested at the
-input size it was trained at.
+per-tensor ``requires_grad=False`` warnings), the check that a checkpoint is tested at the
+input size it was trained at, and ``tools/test.py``'s config changes and test run
+(:func:`apply_test_args`, :func:`run_test`), which ``tools/train.py --test`` also runs in its own
+process after training (:func:`run_test_after_training`).
 
 Kept here (not in one of the tools) so that no tool has to load another tool by file path.
 """
+import json
 import logging
 import os
 import os.path as osp
 import re
+import resource
+import sys
+import time
 import warnings
 from collections import Counter
 from copy import deepcopy
@@ -18,7 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 __all__ = ['LOADERS', 'QUICK_KEY', 'add_common_args', 'add_quick_arg', 'set_local_rank_env',
            'load_config', 'apply_quick', 'resolve_work_dir', 'apply_dataloader_defaults',
            'fix_persistent_workers', 'build_runner', 'MMEngineLogFilter',
-           'install_log_filter', 'input_sizes', 'input_size_mismatch']
+           'install_log_filter', 'input_sizes', 'input_size_mismatch', 'apply_test_args',
+           'run_test', 'TEST_TIME_FILE', 'TRAIN_ONLY_KEYS', 'run_test_after_training']
 
 #: The dataloader fields of an mmengine config.
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -375,3 +382,236 @@ def input_size_mismatch(cfg, checkpoint: str) -> Optional[str]:
             f'a ViT\'s position embedding) and its accuracy differs from the trained size\'s. '
             f'To test as trained, pass the same size options as the training run (e.g. '
             f'--quick, or --cfg-options {diff[0][0]}={_cli(diff[0][1])}).')
+
+
+# ------------------------------------------------------------------------------ testing
+def apply_test_args(cfg, checkpoint: str, *, config_path: str,
+                    work_dir: Optional[str] = None, launcher: str = 'none', amp: bool = False,
+                    quick: bool = False, cfg_options: Optional[Mapping] = None,
+                    no_pin_memory: bool = False, tta: bool = False, show: bool = False,
+                    show_dir: Optional[str] = None, interval: int = 1, wait_time: float = 2.0):
+    """Apply ``tools/test.py``'s changes to ``cfg`` (a freshly loaded config) in place; returns it.
+
+    In this order, as mmpretrain 1.2.0's ``tools/test.py``: ``launcher``; the work dir
+    (:func:`resolve_work_dir`: ``work_dir`` > the config's > ``./work_dirs/<stem>``);
+    ``load_from = checkpoint``; ``amp`` -> ``test_cfg.fp16``; the visualization hook (``show``,
+    ``show_dir``, ``interval``, ``wait_time``); ``tta`` (the config's ``tta_model`` /
+    ``tta_pipeline``, else flip TTA averaging the scores); the test loader's defaults
+    ``pin_memory`` (off without an accelerator or with ``no_pin_memory``) and
+    ``collate_fn=default_collate``; the config's ``quick`` overrides (``quick``); then
+    ``cfg_options``. ``checkpoint`` is what is evaluated whatever ``cfg_options`` says (a
+    ``load_from`` there is ignored with a note on stderr). Last, ``persistent_workers`` is
+    switched off for a test loader with ``num_workers=0``.
+
+    Raises:
+        AssertionError: ``show``/``show_dir`` without a ``visualization`` default hook.
+        KeyError, TypeError: from :func:`apply_quick`.
+    """
+    from mmengine.config import ConfigDict
+
+    cfg.launcher = launcher
+    resolve_work_dir(cfg, work_dir, config_path)
+    cfg.load_from = checkpoint
+
+    # enable automatic-mixed-precision test
+    if amp:
+        cfg.test_cfg.fp16 = True
+
+    # -------------------- visualization --------------------
+    if show or (show_dir is not None):
+        assert 'visualization' in cfg.default_hooks, \
+            'VisualizationHook is not set in the `default_hooks` field of ' \
+            'config. Please set `visualization=dict(type="VisualizationHook")`'
+
+        cfg.default_hooks.visualization.enable = True
+        cfg.default_hooks.visualization.show = show
+        cfg.default_hooks.visualization.wait_time = wait_time
+        cfg.default_hooks.visualization.out_dir = show_dir
+        cfg.default_hooks.visualization.interval = interval
+
+    # -------------------- TTA related args --------------------
+    if tta:
+        if 'tta_model' not in cfg:
+            cfg.tta_model = dict(type='mmpretrain.AverageClsScoreTTA')
+        if 'tta_pipeline' not in cfg:
+            test_pipeline = cfg.test_dataloader.dataset.pipeline
+            cfg.tta_pipeline = deepcopy(test_pipeline)
+            flip_tta = dict(
+                type='TestTimeAug',
+                transforms=[
+                    [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                    [test_pipeline[-1]],
+                ])
+            cfg.tta_pipeline[-1] = flip_tta
+        cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+    # ----------------- Default dataloader args -----------------
+    apply_dataloader_defaults(
+        cfg, dict(pin_memory=True, collate_fn=dict(type='default_collate')),
+        fields=('test_dataloader', ), no_pin_memory=no_pin_memory)
+
+    # a small run: the config's `quick` overrides, before --cfg-options (which win)
+    if quick:
+        apply_quick(cfg, config_path)
+
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    # the CHECKPOINT argument is what is evaluated, whatever --cfg-options says
+    if cfg.load_from != checkpoint:
+        print(f'tools/test.py: ignoring load_from={cfg.load_from!r} from --cfg-options; '
+              f'evaluating the CHECKPOINT argument {checkpoint!r}', file=sys.stderr)
+        cfg.load_from = checkpoint
+    fix_persistent_workers(cfg, ('test_dataloader', ))
+    return cfg
+
+
+def run_test(cfg, checkpoint: str, launcher: str = 'none', out: Optional[str] = None,
+             out_item: Optional[str] = None) -> Dict[str, float]:
+    """``tools/test.py`` once its config is made (:func:`apply_test_args`): build the Runner
+    (:func:`build_runner`), log a WARNING when ``checkpoint`` was trained at another input
+    size (:func:`input_size_mismatch`), dump the predictions to ``out`` (``out_item`` 'pred'
+    or None) and run ``runner.test()``; with ``out_item='metrics'`` the metrics go to ``out``.
+
+    Returns the test metrics (``{name: value}``, e.g. ``idood/id`` in %). An IDOODAccuracy
+    test evaluator writes ``<work_dir>/results.json`` and ``results.md`` itself.
+
+    Raises:
+        ValueError: ``out_item`` without ``out``.
+    """
+    import mmengine
+    from mmengine.evaluator import DumpResults
+
+    if out is None and out_item is not None:
+        raise ValueError('Please use `--out` argument to specify the '
+                         'path of the output file before using `--out-item`.')
+    # the Runner (Runner.from_cfg, or RUNNERS.build with runner_type); on a CPU-only host
+    # with --launcher pytorch/slurm/mpi: gloo process group and a CPU DDP wrapper first
+    runner = build_runner(cfg, launcher)
+
+    # a checkpoint trained at another input size is evaluated at this config's size: say so
+    mismatch = input_size_mismatch(cfg, checkpoint)
+    if mismatch:
+        runner.logger.warning(mismatch)
+
+    if out and out_item in ['pred', None]:
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=out))
+
+    metrics = runner.test()
+
+    if out and out_item == 'metrics':
+        mmengine.dump(metrics, out)
+    return metrics
+
+
+#: The file ``tools/train.py --test`` writes into the work dir: the test phase's time.
+TEST_TIME_FILE = 'test_time.json'
+#: ``--cfg-options`` keys that configure the start of training, not the test:
+#: :func:`run_test_after_training` leaves them out (``load_from`` is the start checkpoint).
+TRAIN_ONLY_KEYS = ('load_from', 'resume')
+
+
+def _wait_past(timestamp: Optional[str]) -> None:
+    """Sleep until ``time.strftime('%Y%m%d_%H%M%S')`` differs from ``timestamp``.
+
+    mmengine names a Runner's log folder, logger, message hub and visualizer after the second
+    it was built in; a test Runner built in the training Runner's second would share them.
+    """
+    while timestamp is not None and time.strftime('%Y%m%d_%H%M%S') == timestamp:
+        time.sleep(0.05)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_test_after_training(config_path: str, work_dir: str, *, launcher: str = 'none',
+                            quick: bool = False, cfg_options: Optional[Mapping] = None,
+                            no_pin_memory: bool = False, final_iter: Optional[int] = None,
+                            after_timestamp: Optional[str] = None) -> Dict[str, Any]:
+    """Test the last checkpoint of the training run in ``work_dir``, in this process, exactly as
+    ``tools/test.py CONFIG <last checkpoint> --work-dir WORK_DIR [--quick] [--no-pin-memory]
+    [--launcher L] [--cfg-options ...]`` would; the ``--test`` of ``tools/train.py``.
+
+    The config is loaded again from ``config_path`` (nothing of the training run's changes
+    carries over) and given :func:`apply_test_args`'s changes; ``cfg_options`` are the training
+    run's, less :data:`TRAIN_ONLY_KEYS` (``load_from`` is the *start* checkpoint of training;
+    the test loads the last one). A new Runner is built (:func:`run_test`) and loads the
+    checkpoint named in ``<work_dir>/last_checkpoint``, so exactly the saved weights are
+    evaluated, and writes the same files as ``tools/test.py`` (an IDOODAccuracy evaluator:
+    ``<work_dir>/results.json`` and ``results.md``; mmengine: ``<work_dir>/<timestamp>/``).
+
+    The phase's cost, from loading the config to the end of the test, is written (main
+    process) to ``<work_dir>/test_time.json`` (:data:`TEST_TIME_FILE`)::
+
+        {"wall_s": 12.3, "cpu_s": 11.9, "checkpoint": "<path>", "metrics": {...}}
+
+    ``wall_s``: ``time.perf_counter`` seconds; ``cpu_s``: ``time.process_time`` (user + system
+    CPU of all threads of this process) plus the CPU of child processes (dataloader workers)
+    reaped during the phase.
+
+    Args:
+        config_path, work_dir: the training run's config file and work dir (``cfg.work_dir``).
+        launcher, quick, cfg_options, no_pin_memory: the training run's flags.
+        final_iter: the training run's last iteration (``runner.iter``); a ``UserWarning``
+            when the last checkpoint was saved at another one (then the test does not see the
+            final weights, as ``tools/test.py`` on that checkpoint would not).
+        after_timestamp: the training Runner's ``timestamp``; the test Runner is built in a
+            later second (see :func:`_wait_past`).
+
+    Returns:
+        The dict written to ``test_time.json``.
+
+    Raises:
+        FileNotFoundError: the training run saved no checkpoint (no ``last_checkpoint``, or
+            the file it names is gone).
+    """
+    from mmengine.dist import barrier, is_main_process
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    barrier()  # distributed: every rank reads last_checkpoint after rank 0 has written it
+    last = osp.join(work_dir, 'last_checkpoint')
+    ckpt = None
+    if osp.isfile(last):
+        with open(last) as f:
+            ckpt = f.read().strip()
+    if not ckpt or not osp.isfile(ckpt):
+        raise FileNotFoundError(
+            f'--test: no last checkpoint of the training run in {work_dir!r} ({last!r} is '
+            f'missing or names no file); the config needs a CheckpointHook (save_last=True)')
+    if final_iter is not None:
+        saved = _load_checkpoint(ckpt, map_location='cpu').get('meta', {}).get('iter')
+        if saved is not None and saved != final_iter:
+            warnings.warn(f'--test: the last checkpoint {ckpt} was saved at iteration {saved}, '
+                          f'training ended at {final_iter}: testing the checkpoint, not the '
+                          f'final weights (set default_hooks.checkpoint.save_last=True)')
+    _wait_past(after_timestamp)
+    t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu_s()
+
+    opts = None if cfg_options is None else \
+        {k: v for k, v in cfg_options.items() if k not in TRAIN_ONLY_KEYS}
+    cfg = apply_test_args(load_config(config_path), ckpt, config_path=config_path,
+                          work_dir=work_dir, launcher=launcher, quick=quick, cfg_options=opts,
+                          no_pin_memory=no_pin_memory)
+    metrics = run_test(cfg, ckpt, launcher)
+
+    info = dict(wall_s=time.perf_counter() - t0,
+                cpu_s=time.process_time() - c0 + _children_cpu_s() - k0,
+                checkpoint=ckpt, metrics=_jsonable(metrics))
+    if is_main_process():
+        path = osp.join(work_dir, TEST_TIME_FILE)
+        with open(path, 'w') as f:
+            json.dump(info, f, indent=2)
+            f.write('\n')
+    return info
+
+
+def _jsonable(metrics: Mapping) -> Dict[str, Any]:
+    """``metrics`` with numpy / torch scalars as Python numbers (others as ``str``)."""
+    out = {}
+    for k, v in metrics.items():
+        if hasattr(v, 'item') and getattr(v, 'ndim', None) == 0:
+            v = v.item()
+        out[str(k)] = v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+    return out
