@@ -145,7 +145,10 @@ def test_fused_option_is_checked_and_auto_picks_a_path(monkeypatch):
     lean = DiGraP(torch.optim.Adam(params), store_projection=False)
     assert full.fused == 'auto' and 'fused=' in repr(full)
     assert full._fused_mode(params) is None  # small bucket: the eager path
-    assert lean._fused_mode(params) is False  # lean: the two-pass math, uncompiled
+    assert lean._fused_mode(params) is None  # CPU: the eager path, tensor by tensor
+    monkeypatch.setattr(digrap_mod, 'STREAM_DEVICES', ())
+    assert lean._fused_mode(params) is False  # elsewhere (CUDA) lean: the two-pass math
+    monkeypatch.setattr(digrap_mod, 'STREAM_DEVICES', ('cpu',))
     monkeypatch.setattr(digrap_mod, 'AUTO_COMPILE_NUMEL', 10)
     monkeypatch.setattr(digrap_mod, 'compile_available', lambda device: True)
     assert full._fused_mode(params) is None  # 'auto' does not compile on the CPU

@@ -30,7 +30,7 @@ from .scalar_adam import scalar_adam_update
 __all__ = [
     'HYPERGRAD_NORMS', 'PROJ_EPS', 'NORM_EPS', 'batched_dot', 'hypergradient',
     'omega_adam_update', 'DiGraPStepResult', 'digrap_project_', 'hypergradient_partials',
-    'finish_hypergradient'
+    'finish_hypergradient', 'step_scalars', 'row_cosine_sum', 'tensor_cosine'
 ]
 
 #: Valid values of ``hypergrad_norm``: 'row' = the authors' row-wise L2 normalisation
@@ -55,28 +55,48 @@ def batched_dot(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> Tensor:
     return torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys)])
 
 
-def _tensor_cosine(g: Tensor, p: Tensor) -> Tensor:
+def tensor_cosine(g: Tensor, p: Tensor) -> Tensor:
     """<g, p> / (max(||g||, eps) * max(||p||, eps)) over all entries; 0-d float32."""
     g, p = g.reshape(-1), p.reshape(-1)
-    return torch.dot(g, p) / (g.norm().clamp_min(NORM_EPS) * p.norm().clamp_min(NORM_EPS))
+    return torch.dot(g, p) / (_norm(g).clamp_min(NORM_EPS) * _norm(p).clamp_min(NORM_EPS))
 
 
-def _row_cosine_sum(g: Tensor, p: Tensor) -> Tensor:
+def row_cosine_sum(g: Tensor, p: Tensor, buf: Optional[Tensor] = None) -> Tensor:
     """sum(F.normalize(g, dim=1) * F.normalize(p, dim=1)), the authors' hyper-gradient.
 
     For a 2-D weight [out, in] this is the sum over rows of the row cosines (range
     [-out, out]); for a conv kernel [o, i, kh, kw] the cosines are over the in-channels at
     each (o, kh, kw). Tensors with fewer than 2 dims use the whole-tensor cosine (the authors'
     code crashes there, algorithm.md §4). Returns a 0-d float32 tensor.
+
+    ``buf``: an optional scratch tensor of ``g``'s shape and dtype that receives the
+    elementwise products instead of a fresh temporary (same values bit for bit; used only
+    when ``g`` and ``p`` are contiguous, so the reductions see the same memory layout).
     """
     if g.dim() < 2:
-        return _tensor_cosine(g, p)
-    num = (g * p).sum(1)
+        return tensor_cosine(g, p)
+    if buf is None or not (g.is_contiguous() and p.is_contiguous()):
+        num = (g * p).sum(1)
+    else:
+        num = torch.mul(g, p, out=buf).sum(1)
     if g.dim() == 2:
-        gn, pn = g.norm(dim=1), p.norm(dim=1)
-    else:  # norm(dim=1) on a conv kernel is ~100x slower on CPU than the explicit form
+        gn, pn = _norm(g, dim=1), _norm(p, dim=1)
+    elif buf is None or not (g.is_contiguous() and p.is_contiguous()):
+        # norm(dim=1) on a conv kernel is ~100x slower on CPU than the explicit form
         gn, pn = (g * g).sum(1).sqrt(), (p * p).sum(1).sqrt()
+    else:
+        gn = torch.mul(g, g, out=buf).sum(1).sqrt()
+        pn = torch.mul(p, p, out=buf).sum(1).sqrt()
     return (num / (gn.clamp_min(NORM_EPS) * pn.clamp_min(NORM_EPS))).sum()
+
+
+def _norm(x: Tensor, dim: Optional[int] = None) -> Tensor:
+    """``x.norm()`` / ``x.norm(dim=dim)`` (the 2-norm), without its two Python layers: the
+    same kernel, ``torch.linalg.vector_norm``."""
+    return torch.linalg.vector_norm(x, 2, dim)
+
+
+_tensor_cosine, _row_cosine_sum = tensor_cosine, row_cosine_sum  # the former private names
 
 
 def hypergradient(grads: Sequence[Tensor], prev_proj: Sequence[Tensor],
@@ -96,9 +116,9 @@ def hypergradient(grads: Sequence[Tensor], prev_proj: Sequence[Tensor],
         ValueError: unknown ``norm``.
     """
     if norm == 'row':
-        fn = _row_cosine_sum
+        fn = row_cosine_sum
     elif norm == 'tensor':
-        fn = _tensor_cosine
+        fn = tensor_cosine
     else:
         raise ValueError(f"hypergrad_norm must be one of {HYPERGRAD_NORMS}, got {norm!r}")
     return torch.stack([fn(g, p.to(g.dtype)) for g, p in zip(grads, prev_proj)])
@@ -129,7 +149,7 @@ def hypergradient_partials(grads: Sequence[Tensor], prev_proj: Sequence[Tensor],
     for g, p, sh, rl in zip(grads, prev_proj, sharded, rows_local):
         p = p.to(g.dtype)
         if not sh or (norm == 'row' and rl):
-            val = (_row_cosine_sum if norm == 'row' else _tensor_cosine)(g, p) if g.numel() \
+            val = (row_cosine_sum if norm == 'row' else tensor_cosine)(g, p) if g.numel() \
                 else g.new_zeros(())
             cols.append(torch.stack([val, val.new_zeros(()), val.new_zeros(())]))
         else:
@@ -216,6 +236,35 @@ def digrap_project_(grads: List[Tensor], offsets: List[Tensor], omega: Tensor,
     """
     dot = batched_dot(grads, offsets) if dot is None else dot
     sq_dist = batched_dot(offsets, offsets) if sq_dist is None else sq_dist
+    omega, exp_avg, exp_avg_sq, coef, conflict, lam = step_scalars(
+        dot, sq_dist, omega, exp_avg, exp_avg_sq, hgrad, on_offsets=proj_out is offsets,
+        step=step, mu=mu, beta1=beta1, beta2=beta2, eps=eps, omega_max=omega_max)
+    if proj_out is not None:
+        if proj_out is not offsets:
+            torch._foreach_copy_(proj_out, offsets)
+        torch._foreach_mul_(proj_out, coef.unbind())
+    torch._foreach_addcmul_(grads, offsets, lam.unbind())
+    return DiGraPStepResult(omega, exp_avg, exp_avg_sq, coef, dot, sq_dist, conflict)
+
+
+def step_scalars(dot: Tensor, sq_dist: Tensor, omega: Tensor, exp_avg: Tensor,
+                 exp_avg_sq: Tensor, hgrad: Optional[Tensor], *, on_offsets: bool, step: int,
+                 mu: float, beta1: float, beta2: float, eps: float, omega_max: float):
+    """The N-scalar part of :func:`digrap_project_` (shared with
+    :func:`~mmdigrap.core.digrap_stream.stream_project_`).
+
+    Args:
+        dot, sq_dist: (N,) s = <g, d> and q = ||d||^2.
+        omega, exp_avg, exp_avg_sq, hgrad, step, mu, beta1, beta2, eps, omega_max: as for
+            :func:`digrap_project_` (``hgrad`` None: no hyper-update).
+        on_offsets: the offsets d are scaled in place into P_t before g is updated (then
+            ``lam`` multiplies P_t), else ``lam`` multiplies d.
+
+    Returns:
+        (omega, exp_avg, exp_avg_sq, coef, conflict, lam), (N,) each: ``coef`` = s / (q +
+        1e-8) (0 where not finite), ``conflict`` = s < 0, and g' = g + lam * (P_t or d):
+        ``lam`` = -omega (or -omega * coef) on conflict, else 0.
+    """
     if hgrad is not None:
         omega, exp_avg, exp_avg_sq = omega_adam_update(
             omega, exp_avg, exp_avg_sq, hgrad, step=step, mu=mu, beta1=beta1, beta2=beta2,
@@ -224,13 +273,8 @@ def digrap_project_(grads: List[Tensor], offsets: List[Tensor], omega: Tensor,
     coef = torch.where(torch.isfinite(coef), coef, torch.zeros_like(coef))
     conflict = dot < 0
     zero = torch.zeros_like(coef)
-    if proj_out is not None:
-        if proj_out is not offsets:
-            torch._foreach_copy_(proj_out, offsets)
-        torch._foreach_mul_(proj_out, coef.unbind())
-    if proj_out is offsets:  # g' = g - omega * P_t on conflict
-        torch._foreach_addcmul_(grads, offsets, torch.where(conflict, -omega, zero).unbind())
+    if on_offsets:  # g' = g - omega * P_t on conflict
+        lam = torch.where(conflict, -omega, zero)
     else:  # the same as g + lam * d with lam = -omega * coef >= 0
-        torch._foreach_addcmul_(grads, offsets,
-                                torch.where(conflict, -omega * coef, zero).unbind())
-    return DiGraPStepResult(omega, exp_avg, exp_avg_sq, coef, dot, sq_dist, conflict)
+        lam = torch.where(conflict, -omega * coef, zero)
+    return omega, exp_avg, exp_avg_sq, coef, conflict, lam

@@ -19,6 +19,7 @@ sharded along another dim (tensor parallel ``Shard(1)``) are refused with a clea
 
 This module is pure PyTorch (``torch.distributed``), no mmengine import.
 """
+import functools
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -31,7 +32,14 @@ __all__ = ['is_dtensor', 'local_tensor', 'ShardSpec', 'shard_spec', 'ShardReduce
 
 def is_dtensor(t) -> bool:
     """True for a ``torch.distributed.tensor.DTensor`` (also as an ``nn.Parameter``)."""
-    return any(c.__name__ == 'DTensor' for c in type(t).__mro__)
+    return _is_dtensor_type(type(t))
+
+
+@functools.lru_cache(maxsize=None)
+def _is_dtensor_type(cls: type) -> bool:
+    """The class test of :func:`is_dtensor`, once per class (it runs for every tensor of
+    every optimizer step)."""
+    return any(c.__name__ == 'DTensor' for c in cls.__mro__)
 
 
 def local_tensor(t: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from ..core.digrap import (
     omega_adam_update,
 )
 from ..core.digrap_fused import FusedDiGraP, compile_available
+from ..core.digrap_stream import Scratch, stream_project_
 from ..core.digrap_variants import HYPERGRAD_SOURCES, PROJECT_MODES, cosine, update_project_
 from ._checks import check_betas, check_choice, check_number
 from .gradient_projection import GradientProjectionOptimizer, GroupDefault
@@ -32,6 +33,9 @@ AUTO_COMPILE_NUMEL = 1 << 24
 #: a minute per process (docs/results/step_bench.md), more than it saves in a run of a few
 #: hundred steps; pass fused=True to compile on the CPU for long runs.
 AUTO_COMPILE_DEVICES = ('cuda',)
+#: devices whose buckets take the tensor-by-tensor eager transform (mmdigrap.core.digrap_stream,
+#: the same results as the list path); elsewhere the foreach list path (one launch per list)
+STREAM_DEVICES = ('cpu',)
 #: extra ``last_stats`` keys of ``track_update=True`` (and their meaning, section 14.3)
 TRACK_KEYS = ('grad_cos', 'proj_grad_cos', 'base_update_cos', 'update_cos', 'radial_update')
 
@@ -82,12 +86,19 @@ class DiGraP(GradientProjectionOptimizer):
             to ~1e-7). True: the two-pass transform compiled with ``torch.compile`` (one
             read of each input for all reductions, one write of each output; the first step
             of a process pays the compilation, see ``compile_seconds``). False: the eager
-            reference path. 'auto' (default): compiled for buckets of >= 2**24 elements on
-            CUDA when ``torch.compile`` works there, else the eager path (full mode) or
-            the uncompiled two-pass math (lean mode, the faster one there). A failing
-            compilation warns once and falls back. Anchors on another device
-            (``anchor_device``), sharded tensors and the variants (``project``,
-            ``hypergrad_source='val'``, ``track_update``) always use the eager path.
+            reference path; on the CPU it runs tensor by tensor
+            (:mod:`mmdigrap.core.digrap_stream`: the same kernels as the list path, equal
+            bit for bit in full mode, to ~1e-7 in lean mode, and faster; the lean mode is
+            the faster of the two there). 'auto' (default): compiled for buckets of >= 2**24
+            elements on CUDA when ``torch.compile`` works there, else the eager path (full
+            mode, and lean mode on the CPU) or the uncompiled two-pass math (lean mode on
+            CUDA, the faster one there). The CPU default is eager: compiled, a step of the
+            embedded job is no faster in full mode and ~15% faster in lean mode, which does
+            not pay back the compilation (cold cache ~1 min, warm ~5 s a process) within a
+            run of a few hundred steps. A failing compilation warns once and falls back.
+            Anchors on another device (``anchor_device``), sharded tensors and the variants
+            (``project``, ``hypergrad_source='val'``, ``track_update``) always use the eager
+            path (the list path for all but ``hypergrad_source='val'``).
 
     Per param group (``group.setdefault`` with the arguments above as defaults, so
     ``paramwise_cfg=dict(custom_keys={'neck': dict(mu=0.1)})`` or an mmengine
@@ -259,10 +270,8 @@ class DiGraP(GradientProjectionOptimizer):
         g32 = [g if g.dtype in _WIDE else g.float() for g in grads]  # f16/bf16 -> f32
         omega, m, v = (torch.stack([st[k] for st in states]) for k in _SCALARS)
         mu = float(group['mu'])
-        beta1, beta2 = group['hyper_betas']
         train = bool(group['trainable']) and mu > 0 and step > 1
         prev = [st['prev_proj'] for st in states] if self.store_projection else None
-        hgrad = None
         red = self._reducer(params)  # sharded (FSDP2) tensors: sums over the ranks
         norm = group['hypergrad_norm']
         val = group['hypergrad_source'] == 'val'
@@ -270,37 +279,24 @@ class DiGraP(GradientProjectionOptimizer):
             self._refuse_sharded_variant(params, "hypergrad_source='val' / track_update")
         if norm == 'row' and train and red.any_sharded:
             red.require_rows_local("hypergrad_norm='row'", [self.param_name(p) for p in params])
+        hgrad = None
         if train and val:  # Norm(g_val, P_{t-1}), computed by set_val_gradients
             hgrad = self._take_val_hgrad(states, omega)
-        elif train and prev is not None:  # Norm(g_t, P_{t-1}), before P is overwritten
-            if red.any_sharded:
-                hgrad = hypergradient_partials(g32, prev, norm, red.sharded, red.rows_local)
-            else:
-                hgrad = hypergradient(g32, prev, norm)
-        track = self._track_before(params, anchors, g32) if self.track_update else None
-        if prev is not None and all(b.dtype == g.dtype for b, g in zip(prev, g32)):
-            # allocation-free path: d is written into the P buffers, then scaled into P_t
-            offsets = proj_out = self.anchor_policy.offsets_into(prev, params, anchors)
+        beta1, beta2 = group['hyper_betas']
+        hyper = dict(step=step, mu=mu, beta1=beta1, beta2=beta2, eps=group['hyper_eps'],
+                     omega_max=group['omega_max'])
+        track = None
+        if self._streams(params, g32, prev, red):  # CPU: tensor by tensor, same results
+            lean_sign = (torch.sign(torch.stack([st['prev_coef'] for st in states]))
+                         if prev is None and train and not val else None)
+            res, hgrad = stream_project_(
+                g32, [p.detach() for p in params], anchors, prev, omega, m, v, norm=norm,
+                compute_hgrad=train and not val, hgrad=hgrad, lean_sign=lean_sign,
+                scratch=self._scratch(), **hyper)
         else:
-            offsets, _ = self.anchor_policy.offsets(params, anchors)
-            proj_out = prev
-        lean = train and prev is None and not val
-        if lean:  # lean mode: P_{t-1} = c_{t-1} d_{t-1} ~ c_{t-1} d_t
-            hgrad = (hypergradient_partials(g32, offsets, norm, red.sharded, red.rows_local)
-                     if red.any_sharded else hypergradient(g32, offsets, norm))
-        dot = sq_dist = None
-        if red.any_sharded:  # one all-reduce for <g, d>, ||d||^2 and the hyper-gradient
-            sums = torch.stack([batched_dot(g32, offsets), batched_dot(offsets, offsets)])
-            sums = red.sum(sums if hgrad is None else torch.cat([sums, hgrad]))
-            dot, sq_dist = sums[0], sums[1]
-            if hgrad is not None:
-                hgrad = finish_hypergradient(sums[2:], red.sharded, red.rows_local, norm)
-        if lean:
-            hgrad = torch.sign(torch.stack([st['prev_coef'] for st in states])) * hgrad
-        res = digrap_project_(
-            g32, offsets, omega, m, v, hgrad, step=step, mu=mu, beta1=beta1, beta2=beta2,
-            eps=group['hyper_eps'], omega_max=group['omega_max'], proj_out=proj_out,
-            dot=dot, sq_dist=sq_dist)
+            track = self._track_before(params, anchors, g32) if self.track_update else None
+            res, hgrad = self._project_lists(params, g32, states, anchors, prev, omega, m, v,
+                                             hgrad, red, norm, train and not val, hyper)
         for g, g_new in zip(grads, g32):
             if g_new is not g:
                 g.copy_(g_new)
@@ -313,6 +309,60 @@ class DiGraP(GradientProjectionOptimizer):
         if track is not None:
             self._pending.append(('track', stats, params, anchors, g32, res.dot) + track)
         return stats
+
+    def _project_lists(self, params, g32, states, anchors, prev, omega, m, v, hgrad, red, norm,
+                       own_hgrad: bool, hyper: Dict[str, Any]):
+        """The list path of :meth:`_project` (``hypergradient`` + ``digrap_project_``, foreach
+        kernels over the bucket): CUDA, sharded (FSDP2) tensors, half-precision weights and
+        ``track_update``. ``own_hgrad``: form the hyper-gradient from the training gradient.
+        Returns (DiGraPStepResult, hyper-gradient or None)."""
+        if own_hgrad and prev is not None:  # Norm(g_t, P_{t-1}), before P is overwritten
+            if red.any_sharded:
+                hgrad = hypergradient_partials(g32, prev, norm, red.sharded, red.rows_local)
+            else:
+                hgrad = hypergradient(g32, prev, norm)
+        if prev is not None and all(b.dtype == g.dtype for b, g in zip(prev, g32)):
+            # allocation-free path: d is written into the P buffers, then scaled into P_t
+            offsets = proj_out = self.anchor_policy.offsets_into(prev, params, anchors)
+        else:
+            offsets, _ = self.anchor_policy.offsets(params, anchors)
+            proj_out = prev
+        lean = own_hgrad and prev is None
+        if lean:  # lean mode: P_{t-1} = c_{t-1} d_{t-1} ~ c_{t-1} d_t
+            hgrad = (hypergradient_partials(g32, offsets, norm, red.sharded, red.rows_local)
+                     if red.any_sharded else hypergradient(g32, offsets, norm))
+        dot = sq_dist = None
+        if red.any_sharded:  # one all-reduce for <g, d>, ||d||^2 and the hyper-gradient
+            sums = torch.stack([batched_dot(g32, offsets), batched_dot(offsets, offsets)])
+            sums = red.sum(sums if hgrad is None else torch.cat([sums, hgrad]))
+            dot, sq_dist = sums[0], sums[1]
+            if hgrad is not None:
+                hgrad = finish_hypergradient(sums[2:], red.sharded, red.rows_local, norm)
+        if lean:
+            hgrad = torch.sign(torch.stack([st['prev_coef'] for st in states])) * hgrad
+        res = digrap_project_(g32, offsets, omega, m, v, hgrad, proj_out=proj_out, dot=dot,
+                              sq_dist=sq_dist, **hyper)
+        return res, hgrad
+
+    def _streams(self, params: List[Tensor], g32: List[Tensor], prev, red) -> bool:
+        """Whether a bucket takes :func:`~mmdigrap.core.digrap_stream.stream_project_`: CPU
+        tensors (:data:`STREAM_DEVICES`), not sharded, no ``track_update``, float32/float64
+        weights with gradients (and P buffers) of their own dtype, anchors on their device."""
+        if (self.__dict__.get('track_update') or red.any_sharded
+                or params[0].device.type not in STREAM_DEVICES):
+            return False
+        dev = self.anchor_policy.device
+        if dev is not None and torch.device(dev) != params[0].device:
+            return False
+        return all(p.dtype in _WIDE and g.dtype == p.dtype for p, g in zip(params, g32)) and (
+            prev is None or all(b.dtype == g.dtype for b, g in zip(prev, g32)))
+
+    def _scratch(self) -> Scratch:
+        """The reused temporaries of the streamed transform (not state, not saved)."""
+        scratch = self.__dict__.get('_scratch_bufs')
+        if scratch is None:
+            scratch = self._scratch_bufs = Scratch()
+        return scratch
 
     # ------------------------------------------------------- variants (algorithm.md 14)
     def _project_update(self, params: List[Tensor], grads: List[Tensor], states: List[Dict],
@@ -508,7 +558,9 @@ class DiGraP(GradientProjectionOptimizer):
         if (can and params[0].device.type in AUTO_COMPILE_DEVICES
                 and sum(p.numel() for p in params) >= AUTO_COMPILE_NUMEL):
             return True
-        return None if self.store_projection else False
+        if self.store_projection or params[0].device.type in STREAM_DEVICES:
+            return None  # eager; on the CPU tensor by tensor (lean mode included)
+        return False  # CUDA lean mode: the two-pass math beats the list path there
 
     def _project_fused(self, params: List[Tensor], grads: List[Tensor], states: List[Dict],
                        group: Dict[str, Any], step: int, compiled: bool) -> Dict[str, Any]:

@@ -104,6 +104,8 @@ class _ParamState(defaultdict):
         self.alias: Dict[int, Tuple[Tensor, Tensor]] = {}
 
     def key(self, k):
+        if not self.alias:  # no sharded parameter: every tensor is its own key
+            return k
         hit = self.alias.get(id(k))
         return hit[1] if hit is not None and hit[0] is k else k
 
