@@ -1438,7 +1438,7 @@ def plot_report(data, path):
     tasks = [t for t, d in data.get('tasks', {}).items() if d.get('runs')]
     if not tasks:
         return
-    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(8 * len(tasks), 7), squeeze=False)
     markers = 'osD^v<>pPX*hH8d'
     for ax, task in zip(axes[0], tasks):
         tdata = data['tasks'][task]
@@ -1469,9 +1469,10 @@ def plot_report(data, path):
         ax.set_ylabel('mean OOD accuracy (%)')
         ax.set_title(f'{task}: ID vs mean OOD (mean ± std over seeds)', fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc='best')
+        # below the axes: with the study's rows a legend inside hides the markers
+        ax.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches='tight')  # the legends below the axes
     plt.close(fig)
 
 
