@@ -50,7 +50,7 @@ _blip_preprocessor = dict(
     std=[68.5005327, 66.6321579, 70.32316305],
     to_rgb=True)
 model = dict(
-    type='FullStateLoRAModel',  # mmpretrain's LoRAModel + complete checkpoints (mmdigrap.models.lora)
+    type='FullStateLoRAModel',  # LoRAModel + complete checkpoints (mmdigrap.models.lora)
     module=dict(
         type='BlipVQA',
         tokenizer=dict(type='BlipTokenizer', name_or_path='bert-base-uncased'),
