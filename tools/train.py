@@ -32,7 +32,6 @@ from mmdigrap.engine.launch import (
     apply_dataloader_defaults,
     apply_quick,
     build_runner,
-    finish_distributed,
     fix_persistent_workers,
     load_config,
     resolve_work_dir,
@@ -219,7 +218,6 @@ def main():
             args.config, cfg.work_dir, launcher=args.launcher,
             quick=getattr(args, 'quick', False), cfg_options=args.cfg_options,
             no_pin_memory=args.no_pin_memory, final_iter=final_iter, after_timestamp=stamp)
-    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -22,7 +22,6 @@ from copy import deepcopy
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 __all__ = ['LOADERS', 'QUICK_KEY', 'add_common_args', 'add_quick_arg', 'set_local_rank_env',
-           'finish_distributed',
            'load_config', 'apply_quick', 'resolve_work_dir', 'apply_dataloader_defaults',
            'fix_persistent_workers', 'build_runner', 'MMEngineLogFilter',
            'install_log_filter', 'input_sizes', 'input_size_mismatch', 'apply_test_args',
@@ -60,19 +59,6 @@ def add_common_args(parser) -> None:
         help='unpickle the checkpoints this run loads (load_from, --resume, init_cfg) fully '
         '(weights_only=False; can run code hidden in the file: only for files you trust). '
         f'Same as {TRUST_ENV}=1')
-
-
-def finish_distributed() -> None:
-    """End of ``tools/train.py`` / ``tools/test.py``: destroy the default process group if one
-    was started (``--launcher pytorch/slurm``), after a barrier so that no rank leaves while
-    another still talks to it. Without it the gloo backend's threads can still be alive at
-    interpreter shutdown and a rank aborts with "terminate called without an active exception"
-    (SIGABRT) after its work is done (seen in ``tests/test_launchers.py``). A no-op without
-    ``torch.distributed`` or an initialised group."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def set_local_rank_env(args) -> None:
