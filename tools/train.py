@@ -33,6 +33,7 @@ from mmdigrap.engine.launch import (
     apply_quick,
     build_runner,
     fix_persistent_workers,
+    keep_alive,
     load_config,
     resolve_work_dir,
     run_test_after_training,
@@ -212,6 +213,7 @@ def main():
     # --test: the last checkpoint, tested as tools/test.py would, in this process
     if getattr(args, 'test', False):
         stamp, final_iter = runner.timestamp, runner.iter
+        keep_alive(runner)  # distributed: referenced until exit (see keep_alive)
         del runner  # the test builds its own Runner from the config file
         gc.collect()
         run_test_after_training(

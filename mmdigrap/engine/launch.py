@@ -25,7 +25,7 @@ __all__ = ['LOADERS', 'QUICK_KEY', 'add_common_args', 'add_quick_arg', 'set_loca
            'load_config', 'apply_quick', 'resolve_work_dir', 'apply_dataloader_defaults',
            'fix_persistent_workers', 'build_runner', 'MMEngineLogFilter',
            'install_log_filter', 'input_sizes', 'input_size_mismatch', 'apply_test_args',
-           'run_test', 'TEST_TIME_FILE', 'TRAIN_ONLY_KEYS', 'run_test_after_training']
+           'run_test', 'keep_alive', 'TEST_TIME_FILE', 'TRAIN_ONLY_KEYS', 'run_test_after_training']
 
 #: The dataloader fields of an mmengine config.
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -501,7 +501,23 @@ def run_test(cfg, checkpoint: str, launcher: str = 'none', out: Optional[str] = 
 
     if out and out_item == 'metrics':
         mmengine.dump(metrics, out)
+    keep_alive(runner)
     return metrics
+
+
+#: Runners of distributed runs, kept until the interpreter exits (:func:`keep_alive`).
+_LIVE_RUNNERS: List[Any] = []
+
+
+def keep_alive(runner) -> None:
+    """Keep a distributed run's Runner referenced until the process exits, as a plain
+    ``runner = ...; runner.test()`` script does. Destroying it earlier (its DDP model and
+    dataloaders) while the gloo process group is still up made a rank abort at exit now and
+    then ("terminate called without an active exception", SIGABRT, after its results were
+    written; ``tests/test_launchers.py``). Non-distributed runners are left to be collected."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        _LIVE_RUNNERS.append(runner)
 
 
 #: The file ``tools/train.py --test`` writes into the work dir: the test phase's time.
