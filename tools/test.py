@@ -18,6 +18,7 @@ from mmdigrap.engine.launch import (
     add_common_args,
     add_quick_arg,
     apply_test_args,
+    finish_distributed,
     load_config,
     run_test,
     set_local_rank_env,
@@ -102,6 +103,9 @@ def main():
 
     # build the runner, warn on an input-size mismatch, (dump results,) test
     run_test(cfg, args.checkpoint, args.launcher, out=args.out, out_item=args.out_item)
+
+    # distributed: every rank done, the process group destroyed before interpreter exit
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -32,8 +32,8 @@ from mmdigrap.engine.launch import (
     apply_dataloader_defaults,
     apply_quick,
     build_runner,
+    finish_distributed,
     fix_persistent_workers,
-    keep_alive,
     load_config,
     resolve_work_dir,
     run_test_after_training,
@@ -194,15 +194,9 @@ def merge_args(cfg, args):
     return cfg
 
 
-def main():
-    args = parse_args()
-
-    # load config
-    cfg = load_config(args.config)
-
-    # merge cli arguments to config
-    cfg = merge_args(cfg, args)
-
+def train(cfg, args):
+    """Build the Runner, train, and with ``--test`` test the last checkpoint in this process.
+    The Runner lives only in this function (see ``finish_distributed`` in ``main``)."""
     # build the runner (Runner.from_cfg, or RUNNERS.build with runner_type); on a CPU-only
     # host with --launcher pytorch/slurm/mpi: gloo process group and a CPU DDP wrapper first
     runner = build_runner(cfg, args.launcher)
@@ -213,13 +207,27 @@ def main():
     # --test: the last checkpoint, tested as tools/test.py would, in this process
     if getattr(args, 'test', False):
         stamp, final_iter = runner.timestamp, runner.iter
-        keep_alive(runner)  # distributed: referenced until exit (see keep_alive)
         del runner  # the test builds its own Runner from the config file
         gc.collect()
         run_test_after_training(
             args.config, cfg.work_dir, launcher=args.launcher,
             quick=getattr(args, 'quick', False), cfg_options=args.cfg_options,
             no_pin_memory=args.no_pin_memory, final_iter=final_iter, after_timestamp=stamp)
+
+
+def main():
+    args = parse_args()
+
+    # load config
+    cfg = load_config(args.config)
+
+    # merge cli arguments to config
+    cfg = merge_args(cfg, args)
+
+    train(cfg, args)
+
+    # distributed: every rank done, the process group destroyed before interpreter exit
+    finish_distributed()
 
 
 if __name__ == '__main__':

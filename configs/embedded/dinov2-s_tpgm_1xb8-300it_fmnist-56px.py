@@ -1,8 +1,5 @@
 # TPGM from the linear-probe checkpoint. TPGMHook trains the projection radii after every
-# step on a batch of 8 images (the training batch size, so a radius update costs about one
-# training step) of the held-out 'val' part of the train file: disjoint from the training
-# subset and the test sets; a different seeded 500-image subset (seed=1) than the one the
-# final validation uses (seed=0), which still share ~10% of their images.
+# step on a batch of the held-out ID images (`held_out_dataloader` of the task's base config).
 # Knob: --cfg-options optim_wrapper.tpgm.proj_lr=1e-3
 _base_ = ['./_base_/dinov2-s_fmnist-56px.py', '../_base_/methods/tpgm.py']
 optim_wrapper = dict(
@@ -10,10 +7,6 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=5.0))
 custom_hooks = [
     dict(type='DiGraPHook', log_interval=50),
-    dict(type='TPGMHook', interval=1, dataloader=dict(
-        batch_size=8, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
-        dataset=dict(type='FashionMNISTIdx', split='val',
-                     data_root={{_base_.val_dataloader.dataset.data_root}},
-                     subset=500, seed=1, pipeline={{_base_.test_pipeline}}, test_mode=True))),
+    dict(type='TPGMHook', interval=1, dataloader={{_base_.held_out_dataloader}}),
 ]
 test_evaluator = dict(type='IDOODAccuracy', tag='TPGM (l2)')

@@ -25,7 +25,8 @@ __all__ = ['LOADERS', 'QUICK_KEY', 'add_common_args', 'add_quick_arg', 'set_loca
            'load_config', 'apply_quick', 'resolve_work_dir', 'apply_dataloader_defaults',
            'fix_persistent_workers', 'build_runner', 'MMEngineLogFilter',
            'install_log_filter', 'input_sizes', 'input_size_mismatch', 'apply_test_args',
-           'run_test', 'keep_alive', 'TEST_TIME_FILE', 'TRAIN_ONLY_KEYS', 'run_test_after_training']
+           'run_test', 'finish_distributed', 'TEST_TIME_FILE', 'TRAIN_ONLY_KEYS',
+           'run_test_after_training']
 
 #: The dataloader fields of an mmengine config.
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -501,23 +502,34 @@ def run_test(cfg, checkpoint: str, launcher: str = 'none', out: Optional[str] = 
 
     if out and out_item == 'metrics':
         mmengine.dump(metrics, out)
-    keep_alive(runner)
     return metrics
 
 
-#: Runners of distributed runs, kept until the interpreter exits (:func:`keep_alive`).
-_LIVE_RUNNERS: List[Any] = []
+def finish_distributed() -> None:
+    """End a ``tools/train.py`` / ``tools/test.py`` run started with ``--launcher
+    pytorch/slurm/mpi``: wait for every rank (barrier), collect the run's objects (a Runner has
+    reference cycles, and its DDP model holds the process group), then destroy the default
+    process group, which joins gloo's worker threads while the interpreter is still alive.
+    A no-op when no process group is initialised. Call it after the Runner is out of scope.
 
+    Why: a gloo worker thread frees a finished collective (its tensors are Python objects) by
+    itself, which takes the GIL. When that happens after the main thread has begun interpreter
+    finalization, the thread is ended inside a C++ destructor and the rank aborts after all its
+    work is done ("terminate called without an active exception", SIGABRT). Seen under load in
+    ``tests/test_launchers.py``; the core dump's backtrace is ``ProcessGroupGloo::runLoop ->
+    ~AsyncAllgatherWork -> TensorImpl::decref_pyobject -> take_gil -> pthread_exit ->
+    std::terminate``. PyTorch's documented remedy is this call at the end of ``main``
+    (``torch.distributed.destroy_process_group``, "Shutdown" in its distributed docs; an
+    automatic atexit version, pytorch/pytorch#179291, was withdrawn).
+    """
+    import gc
 
-def keep_alive(runner) -> None:
-    """Keep a distributed run's Runner referenced until the process exits, as a plain
-    ``runner = ...; runner.test()`` script does. Destroying it earlier (its DDP model and
-    dataloaders) while the gloo process group is still up made a rank abort at exit now and
-    then ("terminate called without an active exception", SIGABRT, after its results were
-    written; ``tests/test_launchers.py``). Non-distributed runners are left to be collected."""
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        _LIVE_RUNNERS.append(runner)
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 #: The file ``tools/train.py --test`` writes into the work dir: the test phase's time.

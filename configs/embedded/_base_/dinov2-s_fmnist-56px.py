@@ -41,6 +41,17 @@ test_pipeline = [
 train_dataloader = dict(batch_size=8, dataset=dict(subset=2400, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(subset=500, pipeline=test_pipeline))
 test_dataloader = dict(dataset=dict(subset=300, severities=(2, 4), pipeline=test_pipeline))
+# the held-out batches of the hooks that learn on ID data after every step (TPGMHook's radii,
+# DiGraPValHook's omega): batches of 8 (the training batch size, so one update costs about one
+# training step) from the held-out 'val' part of the train file, disjoint from the training
+# subset and the test sets; a different seeded 500-image subset (seed=1) than the one the final
+# validation uses (seed=0), which still share ~10% of their images. The method configs pass it
+# as `dataloader={{_base_.held_out_dataloader}}`.
+held_out_dataloader = dict(
+    batch_size=8, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(type='FashionMNISTIdx', split='val',
+                 data_root={{_base_.val_dataloader.dataset.data_root}}, subset=500, seed=1,
+                 pipeline=test_pipeline, test_mode=True))
 
 # the shared part of every fine-tuning method's optimizer (the leaf configs repeat these
 # lines, since mmengine does not merge a key defined in two `_base_` files): one small lr for
