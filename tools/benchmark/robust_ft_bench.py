@@ -907,7 +907,13 @@ def run_suite(args, command):
         prepare(task)
     ex = Executor(args, results)
     session = dict(command=command, started=time.strftime('%Y-%m-%d %H:%M:%S'),
-                   jobs=args.jobs, threads=args.threads, wall_s=0.0, runs=0)
+                   jobs=args.jobs, threads=args.threads, wall_s=0.0, runs=0,
+                   load_start=[round(x, 1) for x in os.getloadavg()])
+    # the tasks whose whole protocol (TASKS[task]['methods'], every seed) this session may run
+    # from nothing: its measured cost, in the report
+    from_nothing = [t for t in args.task_list if not args.only_selected and
+                    set(TASKS[t]['methods']) <= set(args.method_list) and
+                    not any(r['method'] in TASKS[t]['methods'] for r in results.runs(t))]
     results.data['sessions'].append(session)
     results.data['command'] = command
     results.data['machine'] = machine_info()
@@ -955,6 +961,9 @@ def run_suite(args, command):
                 log(f'done {name(j)} in {fmt_s(dt)}: {n_done}/{n_total} runs done, '
                     f'elapsed {fmt_s(time.time() - t0)}, ETA {fmt_s(eta)}')
     close_session()
+    session['load_end'] = [round(x, 1) for x in os.getloadavg()]
+    if from_nothing and not failed and n_done == n_total:
+        session['whole_protocol'] = from_nothing
     if failed:
         results.data['failed'] = [dict(key=list(k), error=v[-2000:]) for k, v in failed.items()]
     else:
@@ -1236,7 +1245,7 @@ GATE_TEXT = {'a': '(a) FT loses mean OOD vs zero-shot',
              'c': "(c) some method's paired ΔOOD vs FT excludes 0"}
 
 
-def task_markdown(task, tdata):
+def task_markdown(task, tdata, sessions=()):
     from mmdigrap.utils import markdown_table
     rows = report_rows(task, tdata)
     ref = next((r for r in rows if r['method'] == 'ft' and r['note'] != 'paper default'), None)
@@ -1271,6 +1280,13 @@ def task_markdown(task, tdata):
                         f'idle 2-core machine ({wall / 60:.0f} process-min of wall time as run '
                         'here, on the shared host)')
     lines += ['**Cost:** ' + '; '.join(text) + '.', '']
+    for x in sessions:
+        if task in x.get('whole_protocol', []):
+            lines += [f"**Measured:** `{x['command']}` ran this task's whole protocol from "
+                      f"nothing in one invocation (started {x['started']}, "
+                      f"{x['jobs']} job(s) x {x['threads']} thread(s)): "
+                      f"**{x['wall_s'] / 60:.1f} min** wall, load average (1 min) "
+                      f"{x['load_start'][0]} at the start, {x['load_end'][0]} at the end.", '']
     table = []
     for row in rows:
         st = row_stats(row, ref)
@@ -1349,7 +1365,7 @@ def render_report(data, out_dir, results_path=None):
         [[GATE_TEXT[x['gate']], x['task'],
           {True: 'PASS', False: 'FAIL', None: 'n/a'}[x['passed']], x['text']] for x in g]), '']
     for task, tdata in data.get('tasks', {}).items():
-        lines.append(task_markdown(task, tdata))
+        lines.append(task_markdown(task, tdata, sessions))
     lines += [f'![ID vs mean OOD]({REPORT_STEM}.png)', '']
     rec = recommended(data)
     lines += ['## Decision rule of the DiGraP study', '',
