@@ -226,6 +226,34 @@ def test_decision_rule_compares_lora_digrap_with_lora_ft(bench):
     assert '| LoRA DiGraP (anchor 0, mu=0.5) |' in table
 
 
+def test_whole_protocol_cost_is_reported_from_the_session_that_ran_it(bench, tmp_path):
+    """issue 9 item 8: a session that ran a task's whole protocol from nothing is the task's
+    measured cost in the report; a resumed or partial session is not."""
+    def args(*extra):
+        return bench.parse_args(['--tasks', 'digits', '--results', str(tmp_path / 'r.json'),
+                                 *extra])
+    empty = bench.Results(str(tmp_path / 'r.json'))
+    assert bench.protocol_from_nothing(empty, args()) == ['digits']
+    assert bench.protocol_from_nothing(empty, args('--methods', 'ft,lp')) == []
+    assert bench.protocol_from_nothing(empty, args('--only-selected')) == []
+    empty.add('digits', [dict(task='digits', method='lp', setting='default', seed=0, val=1.0,
+                              id=1.0, ood={'a': 1.0})], 'id', ['a'])
+    assert bench.protocol_from_nothing(empty, args()) == []  # resumed: not from nothing
+    tdata = dict(id_set='id', ood_sets=['a'], runs=[])
+    whole = dict(command='python tools/benchmark/robust_ft_bench.py --tasks digits',
+                 started='2026-12-02 18:40:00', jobs=2, threads=1, wall_s=612.0,
+                 load_start=[0.2, 0.8, 1.7], load_end=[2.1, 2.0, 1.9],
+                 whole_protocol=['digits'])
+    md = ' '.join(bench.task_markdown('digits', tdata, [whole]).split())
+    assert ("**Measured:** `python tools/benchmark/robust_ft_bench.py --tasks digits` ran this "
+            "task's whole protocol from nothing in one invocation (started 2026-12-02 18:40:00, "
+            "2 job(s) x 1 thread(s)): **10.2 min** wall, load average (1 min) 0.2 at the "
+            "start, 2.1 at the end.") in md
+    assert 'Measured:' not in bench.task_markdown('fmnist', tdata, [whole])
+    assert 'Measured:' not in bench.task_markdown('digits', tdata, [dict(whole,
+                                                                      whole_protocol=[])])
+
+
 def synthetic(bench):
     """Two tasks, 3 seeds; numbers chosen so the paired differences are known."""
     def task(rows, zs=None):

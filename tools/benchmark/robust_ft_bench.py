@@ -909,11 +909,7 @@ def run_suite(args, command):
     session = dict(command=command, started=time.strftime('%Y-%m-%d %H:%M:%S'),
                    jobs=args.jobs, threads=args.threads, wall_s=0.0, runs=0,
                    load_start=[round(x, 1) for x in os.getloadavg()])
-    # the tasks whose whole protocol (TASKS[task]['methods'], every seed) this session may run
-    # from nothing: its measured cost, in the report
-    from_nothing = [t for t in args.task_list if not args.only_selected and
-                    set(TASKS[t]['methods']) <= set(args.method_list) and
-                    not any(r['method'] in TASKS[t]['methods'] for r in results.runs(t))]
+    from_nothing = protocol_from_nothing(results, args)
     results.data['sessions'].append(session)
     results.data['command'] = command
     results.data['machine'] = machine_info()
@@ -972,6 +968,17 @@ def run_suite(args, command):
     log(f'session {fmt_s(session["wall_s"])}: {session["runs"]} run(s), {len(failed)} '
         f'failed; results in {args.results}')
     return len(failed)
+
+
+def protocol_from_nothing(results, args):
+    """The tasks of ``args.task_list`` whose whole protocol (the ``TASKS[task]['methods']``
+    rows, every seed of ``--seeds``) this invocation runs from nothing: ``results`` holds no
+    run of those rows yet and the invocation asks for all of them (no ``--only-selected``).
+    A session that then finishes them without a failure records them as ``whole_protocol``,
+    and the report gives its wall time as the task's measured cost."""
+    return [t for t in args.task_list if not args.only_selected and
+            set(TASKS[t]['methods']) <= set(args.method_list) and
+            not any(r['method'] in TASKS[t]['methods'] for r in results.runs(t))]
 
 
 def job_key(j):

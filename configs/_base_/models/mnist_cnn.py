@@ -6,7 +6,9 @@
 # (tools/install.sh runs it), so zero-shot accuracy exists and WiSE-FT interpolates every weight.
 # Input: 1 x 28 x 28 grey uint8; the data preprocessor normalises with MNIST's mean 0.1307 and
 # std 0.3081 (on the 0-255 scale: 33.3285, 78.5655), as the package's own transform does.
-pretrained = 'checkpoints/mnist-cnn_digit-recognizer.pth'
+# (a private variable: init_cfg holds the path; override it there, e.g.
+#  --cfg-options model.init_cfg.checkpoint=PATH)
+__pretrained = 'checkpoints/mnist-cnn_digit-recognizer.pth'
 model = dict(
     type='ImageClassifier',
     data_preprocessor=dict(num_classes=10, mean=[33.3285], std=[78.5655], to_rgb=False),
@@ -15,5 +17,5 @@ model = dict(
     head=dict(
         type='LinearClsHead', num_classes=10, in_channels=256,
         loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-    init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    init_cfg=dict(type='Pretrained', checkpoint=__pretrained),
 )
